@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+
+class ModuleDocFragment:
+    """Options every caas.backup module shares; C(write) and C(read) add the set-writing and set-reading ones."""
+
+    DOCUMENTATION = r"""
+options:
+  storage_url:
+    description:
+      - Where backup sets live. V(file:///path) for a local directory, V(s3://bucket/prefix) for S3-compatible
+        object storage.
+      - Falls back to the E(CAAS_BACKUP_STORAGE_URL) environment variable.
+    type: str
+    required: true
+  s3_endpoint_url:
+    description:
+      - URL of an S3-compatible server (MinIO, Ceph, moto). Omit for AWS S3.
+      - Falls back to E(CAAS_S3_ENDPOINT), E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
+    type: str
+  aws_access_key_id:
+    description:
+      - S3 access key. Falls back to E(AWS_ACCESS_KEY_ID); otherwise boto3's usual credential chain applies.
+    type: str
+    aliases: [access_key]
+  aws_secret_access_key:
+    description:
+      - S3 secret key. Falls back to E(AWS_SECRET_ACCESS_KEY). Never logged.
+    type: str
+    aliases: [secret_key]
+  aws_session_token:
+    description:
+      - S3 session token for temporary credentials. Falls back to E(AWS_SESSION_TOKEN).
+    type: str
+  aws_region:
+    description:
+      - S3 region. Falls back to E(AWS_REGION) or E(AWS_DEFAULT_REGION); V(us-east-1) when unset.
+    type: str
+  s3_ca_bundle:
+    description:
+      - CA bundle to verify the S3 endpoint's TLS certificate with.
+    type: path
+  validate_certs:
+    description:
+      - Verify the S3 endpoint's TLS certificate.
+    type: bool
+    default: true
+requirements:
+  - python >= 3.10
+  - boto3
+  - zstandard
+  - pyrage
+"""
+
+    WRITE = r"""
+options:
+  compression:
+    description:
+      - Compression of data objects. V(zstd) and V(gzip) files open with C(zstd -d) and C(gunzip).
+    type: str
+    default: zstd
+    choices: [zstd, gzip, none]
+  compression_level:
+    description:
+      - Compression level; the library default (zstd 3, gzip 6) when unset.
+    type: int
+  encryption_recipients:
+    description:
+      - age X25519 public keys (V(age1...)) to encrypt data objects to. The backup host needs no secret key;
+        C(age -d -i key.txt) opens the objects.
+      - Falls back to E(CAAS_AGE_RECIPIENTS) (comma-separated).
+    type: list
+    elements: str
+    default: []
+  source_name:
+    description:
+      - Stable, credential-free name of what is backed up; the storage path segment after the kind.
+    type: str
+  tags:
+    description:
+      - Labels stored in the manifest. Sets tagged V(keep) are never pruned.
+    type: list
+    elements: str
+    default: []
+  s3_sse:
+    description:
+      - S3 server-side encryption, in addition to client-side encryption.
+    type: str
+    choices: [AES256, aws:kms]
+  s3_sse_kms_key_id:
+    description:
+      - KMS key id for O(s3_sse=aws:kms).
+    type: str
+  s3_object_lock_mode:
+    description:
+      - Object Lock retention mode for new objects; the bucket must have Object Lock enabled.
+    type: str
+    choices: [GOVERNANCE, COMPLIANCE]
+  s3_object_lock_days:
+    description:
+      - Days new objects stay locked; goes with O(s3_object_lock_mode).
+    type: int
+"""
+
+    READ = r"""
+options:
+  encryption_identity:
+    description:
+      - age X25519 identity (V(AGE-SECRET-KEY-1...)) to decrypt encrypted backups. Never logged.
+      - Falls back to E(CAAS_AGE_IDENTITY).
+    type: str
+  encryption_identity_file:
+    description:
+      - File holding age identities, one per line (the format of C(age-keygen)).
+      - Falls back to E(CAAS_AGE_IDENTITY_FILE).
+    type: path
+  source_name:
+    description:
+      - Source whose backups to read; needed only when several sources have backups of the kind.
+    type: str
+"""

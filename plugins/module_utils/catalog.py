@@ -1,0 +1,309 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backup sets and their manifests.
+
+Layout: ``<kind>/<source>/<backup_id>/manifest.json`` beside the set's data
+objects. The manifest is written last: a set without one is incomplete and is
+never offered for restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ansible_collections.caas.backup.plugins.module_utils.common import (
+    COLLECTION_VERSION,
+    BackupError,
+    ConfigurationError,
+    IntegrityError,
+    NotFoundError,
+)
+from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
+from ansible_collections.caas.backup.plugins.module_utils.stream import ObjectReader, ObjectWriter, WriteOptions, copy_hashed
+
+KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{4}$")
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def utcnow() -> datetime.datetime:
+    """Now, in UTC, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def iso(moment: datetime.datetime) -> str:
+    """ISO 8601 UTC with a ``Z``."""
+    return moment.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An ISO 8601 time; one without a zone is taken as UTC."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not an ISO 8601 time (e.g. 2026-02-21T10:30:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc)
+
+
+def new_backup_id(now: datetime.datetime | None = None) -> str:
+    """``20260221T020000Z-3f9a``: UTC time and a short random suffix; sorts by time."""
+    return f"{(now or utcnow()).astimezone(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def backup_id_time(backup_id: str) -> datetime.datetime:
+    """The time a backup id was made at."""
+    match = _ID_RE.match(backup_id)
+    if not match:
+        raise ConfigurationError(f"{backup_id!r} is not a backup id (e.g. 20260221T020000Z-3f9a)")
+    return datetime.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` if it is one the catalog knows."""
+    if kind not in KINDS:
+        raise ConfigurationError(f"unknown backup kind {kind!r}: use one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_source(source: str) -> str:
+    """``source`` if it is usable as one path segment."""
+    if not source or not _SOURCE_RE.match(source) or source in (".", ".."):
+        raise ConfigurationError(f"source_name {source!r} may hold only letters, digits, '.', '_' and '-'")
+    return source
+
+
+@dataclass
+class BackupSet:
+    """One backup set as the catalog sees it."""
+
+    kind: str
+    source: str
+    backup_id: str
+    manifest: dict | None = None
+    error: str | None = None
+    keys: list[str] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.kind}/{self.source}/{self.backup_id}"
+
+    @property
+    def complete(self) -> bool:
+        """Restorable: its manifest exists and could be read."""
+        return self.manifest is not None
+
+    @property
+    def time(self) -> datetime.datetime:
+        """When the backup was taken (its end), else the time in its id."""
+        if self.manifest and self.manifest.get("finished_at"):
+            return parse_time(self.manifest["finished_at"])
+        return backup_id_time(self.backup_id)
+
+    @property
+    def tags(self) -> list[str]:
+        return list((self.manifest or {}).get("tags") or [])
+
+    @property
+    def facts(self) -> dict:
+        return dict((self.manifest or {}).get("facts") or {})
+
+    def record(self, stem: str) -> dict:
+        """The manifest record of the object written as ``stem``."""
+        for record in (self.manifest or {}).get("objects", ()):
+            if record.get("stem") == stem:
+                return record
+        raise NotFoundError(f"backup {self.prefix} has no object {stem!r}")
+
+    def summary(self) -> dict:
+        """A compact description for module results."""
+        return {
+            "kind": self.kind, "source": self.source, "backup_id": self.backup_id,
+            "complete": self.complete, "time": iso(self.time), "size": self.size,
+            "tags": self.tags, "error": self.error,
+        }
+
+
+class SetWriter:
+    """Writes one new backup set: objects first, the manifest last (:meth:`commit`)."""
+
+    def __init__(self, storage: Storage, kind: str, source: str, options: WriteOptions,
+                 tags: list[str] | tuple[str, ...] = (), now: datetime.datetime | None = None) -> None:
+        self.storage = storage
+        self.kind = check_kind(kind)
+        self.source = check_source(source)
+        self.options = options
+        self.tags = list(tags)
+        self.started_at = now or utcnow()
+        self.backup_id = new_backup_id(self.started_at)
+        self.objects: list[dict] = []
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.kind}/{self.source}/{self.backup_id}"
+
+    @contextlib.contextmanager
+    def object(self, stem: str) -> Iterator[ObjectWriter]:
+        """A writer for one data object; its record joins the manifest on a clean exit."""
+        name = stem + self.options.suffix()
+        with self.storage.writer(f"{self.prefix}/{name}") as sink:
+            with ObjectWriter(sink, self.options) as out:
+                yield out
+        self.objects.append({"name": name, "stem": stem, **out.record})
+
+    def commit(self, facts: dict, finished_at: datetime.datetime | None = None) -> dict:
+        """Write the manifest: from now on the set is complete and restorable."""
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "source": self.source,
+            "backup_id": self.backup_id,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(finished_at or utcnow()),
+            "collection_version": COLLECTION_VERSION,
+            "tags": self.tags,
+            "objects": self.objects,
+            "facts": facts,
+        }
+        self.storage.put_bytes(f"{self.prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+        return manifest
+
+    def discard(self) -> None:
+        """Remove the objects written so far, after a failure (best effort: the failure may be the storage)."""
+        with contextlib.suppress(BackupError):
+            self.storage.delete([f"{self.prefix}/{o['name']}" for o in self.objects])
+
+
+def _read_manifest(storage: Storage, bset: BackupSet) -> None:
+    try:
+        manifest = json.loads(storage.get_bytes(f"{bset.prefix}/{MANIFEST}"))
+    except ValueError as exc:
+        bset.error = f"manifest is not valid JSON: {exc}"
+        return
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("objects"), list):
+        bset.error = "manifest has no object list"
+        return
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        bset.error = f"manifest format_version {version!r} is newer than this collection reads ({FORMAT_VERSION})"
+        return
+    bset.manifest = manifest
+
+
+def list_sets(storage: Storage, kind: str | None = None, source: str | None = None) -> list[BackupSet]:
+    """Every backup set, complete or not, sorted by kind, source and id (oldest first).
+
+    Incomplete sets (no manifest, or one that cannot be read: see ``error``)
+    are listed so retention can clean them up, but are never ``complete``.
+    """
+    prefix = ""
+    if kind:
+        prefix = f"{check_kind(kind)}/" + (f"{check_source(source)}/" if source else "")
+    sets: dict[tuple[str, str, str], BackupSet] = {}
+    manifests = set()
+    for info in storage.list(prefix):
+        parts = info.key.split("/")
+        if len(parts) != 4 or parts[0] not in KINDS or not _ID_RE.match(parts[2]):
+            continue
+        ident = (parts[0], parts[1], parts[2])
+        bset = sets.setdefault(ident, BackupSet(*ident))
+        bset.keys.append(info.key)
+        bset.size += info.size
+        if parts[3] == MANIFEST:
+            manifests.add(ident)
+    for ident in manifests:
+        _read_manifest(storage, sets[ident])
+    return [sets[k] for k in sorted(sets)]
+
+
+def _only_source(sets: list[BackupSet], kind: str) -> str:
+    sources = sorted({s.source for s in sets})
+    if len(sources) > 1:
+        raise ConfigurationError(f"several sources have {kind} backups ({', '.join(sources)}): set source_name")
+    return sources[0]
+
+
+def latest(storage: Storage, kind: str, source: str | None = None,
+           before: datetime.datetime | None = None) -> BackupSet:
+    """The newest complete set of a kind (and source), optionally taken at or before ``before``."""
+    sets = [s for s in list_sets(storage, kind, source) if s.complete]
+    if sets and source is None:
+        source = _only_source(sets, kind)
+        sets = [s for s in sets if s.source == source]
+    if before is not None:
+        sets = [s for s in sets if s.time <= before]
+    if not sets:
+        where = f" for source {source}" if source else ""
+        when = f" at or before {iso(before)}" if before else ""
+        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}")
+    return max(sets, key=lambda s: (s.time, s.backup_id))
+
+
+def get_set(storage: Storage, kind: str, backup_id: str, source: str | None = None) -> BackupSet:
+    """The complete set with this id; the source is found when not given."""
+    backup_id_time(backup_id)
+    matches = [s for s in list_sets(storage, kind, source) if s.backup_id == backup_id]
+    if not matches:
+        raise NotFoundError(f"no {kind} backup {backup_id} in {storage.url}")
+    if len(matches) > 1:
+        raise ConfigurationError(f"backup id {backup_id} exists for several sources: set source_name")
+    bset = matches[0]
+    if not bset.complete:
+        raise NotFoundError(f"backup {bset.prefix} is incomplete ({bset.error or 'no manifest'}): it cannot be restored")
+    return bset
+
+
+def find_set(storage: Storage, kind: str, backup_id: str | None = None, source: str | None = None,
+             before: datetime.datetime | None = None) -> BackupSet:
+    """The set a restore asked for: by id, else the latest (before a time)."""
+    if backup_id:
+        return get_set(storage, kind, backup_id, source)
+    return latest(storage, kind, source, before)
+
+
+class LocalCopy:
+    """A verified local copy of one stored object, readable as many times as needed."""
+
+    def __init__(self, fileobj, record: dict, name: str) -> None:
+        self.file = fileobj
+        self.record = record
+        self.name = name
+
+    def reader(self, identities: list[str]) -> ObjectReader:
+        """A fresh decrypting, decompressing reader from the start of the object."""
+        self.file.seek(0)
+        return ObjectReader(self.file, self.record, identities, self.name)
+
+
+@contextlib.contextmanager
+def fetch_object(storage: Storage, bset: BackupSet, stem: str, spool_dir: str | None = None) -> Iterator[LocalCopy]:
+    """Download one object to a local temporary file and check it against the manifest.
+
+    A corrupted or truncated object fails here, with its size or sha256 named,
+    before the caller has touched anything. The copy is removed on exit.
+    """
+    record = bset.record(stem)
+    with tempfile.TemporaryFile(dir=spool_dir) as local:
+        verify_object(storage, bset, record, local)
+        yield LocalCopy(local, record, f"{bset.prefix}/{record['name']}")
+
+
+def verify_object(storage: Storage, bset: BackupSet, record: dict, copy_to=None) -> None:
+    """Re-read one stored object and check its size and sha256 against the manifest."""
+    key = f"{bset.prefix}/{record['name']}"
+    with storage.open(key) as src:
+        copy_hashed(src, copy_to, record.get("sha256"), record.get("size"), key)
+    if not record.get("sha256"):
+        raise IntegrityError(f"{key} has no sha256 in its manifest")

@@ -1,0 +1,177 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The base module class, the common argument specs and the error types.
+
+Every module of the collection builds a :class:`BackupModule`; the shared
+logic below raises :class:`BackupError` subclasses, and only a module's
+``main()`` turns one into ``fail_json`` through :meth:`BackupModule.fail_from_exception`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
+COLLECTION_VERSION = "0.1.0"
+
+
+class BackupError(Exception):
+    """An expected failure: its message says what failed and why."""
+
+
+class ConfigurationError(BackupError):
+    """Options that cannot work together, or an invalid value."""
+
+
+class StorageError(BackupError):
+    """The backup storage could not be reached, read or written."""
+
+
+class NotFoundError(BackupError):
+    """A backup set or object that was asked for does not exist."""
+
+
+class IntegrityError(BackupError):
+    """Stored data does not match its manifest (hash, size, format)."""
+
+
+class EncryptionError(BackupError):
+    """A key is invalid, or the data cannot be decrypted with it."""
+
+
+class SourceError(BackupError):
+    """The system being backed up or restored refused or failed."""
+
+
+# Options every module has: where the backups live.
+STORAGE_SPEC: dict = dict(
+    storage_url=dict(type="str", required=True, fallback=(env_fallback, ["CAAS_BACKUP_STORAGE_URL"])),
+    s3_endpoint_url=dict(type="str", fallback=(env_fallback, ["CAAS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])),
+    aws_access_key_id=dict(type="str", no_log=True, aliases=["access_key"], fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
+    aws_secret_access_key=dict(type="str", no_log=True, aliases=["secret_key"], fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])),
+    aws_session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
+    aws_region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
+    s3_ca_bundle=dict(type="path"),
+    validate_certs=dict(type="bool", default=True),
+)
+
+# Options of modules that write a backup set.
+WRITE_SPEC: dict = dict(
+    compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+    compression_level=dict(type="int"),
+    encryption_recipients=dict(type="list", elements="str", default=[], fallback=(env_fallback, ["CAAS_AGE_RECIPIENTS"])),
+    source_name=dict(type="str"),
+    tags=dict(type="list", elements="str", default=[]),
+    s3_sse=dict(type="str", choices=["AES256", "aws:kms"]),
+    s3_sse_kms_key_id=dict(type="str", no_log=False),
+    s3_object_lock_mode=dict(type="str", choices=["GOVERNANCE", "COMPLIANCE"]),
+    s3_object_lock_days=dict(type="int"),
+)
+
+# Options of modules that read a backup set back.
+READ_SPEC: dict = dict(
+    encryption_identity=dict(type="str", no_log=True, fallback=(env_fallback, ["CAAS_AGE_IDENTITY"])),
+    encryption_identity_file=dict(type="path", fallback=(env_fallback, ["CAAS_AGE_IDENTITY_FILE"])),
+    source_name=dict(type="str"),
+)
+
+
+def _import_errors() -> dict[str, tuple[str, str | None]]:
+    """Third-party libraries this collection needs, with the import error if missing."""
+    missing: dict[str, tuple[str, str | None]] = {}
+    for module_name, pip_name in (("boto3", "boto3"), ("zstandard", "zstandard"), ("pyrage", "pyrage")):
+        try:
+            __import__(module_name)
+        except ImportError:
+            missing[module_name] = (pip_name, traceback.format_exc())
+    return missing
+
+
+class BackupModule(AnsibleModule):
+    """AnsibleModule with the collection's common options and error handling.
+
+    ``writes``/``reads`` add the options of modules that write or read backup
+    sets; ``libraries`` names extra Python modules the module needs, checked
+    with ``missing_required_lib`` so the error says what to install.
+    """
+
+    def __init__(self, argument_spec: dict, *, writes: bool = False, reads: bool = False,
+                 libraries: tuple[str, ...] = (), **kwargs) -> None:
+        spec = dict(STORAGE_SPEC)
+        if writes:
+            spec.update(WRITE_SPEC)
+        if reads:
+            spec.update(READ_SPEC)
+        spec.update(argument_spec)
+        super().__init__(argument_spec=spec, **kwargs)
+        missing = _import_errors()
+        for name in libraries:
+            try:
+                __import__(name)
+            except ImportError:
+                missing[name] = (name, traceback.format_exc())
+        for pip_name, exc in missing.values():
+            self.fail_json(msg=missing_required_lib(pip_name), exception=exc)
+
+    def open_storage(self):
+        """The Storage named by ``storage_url`` and the S3 options."""
+        from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
+
+        p = self.params
+        return open_storage(
+            p["storage_url"],
+            endpoint_url=p.get("s3_endpoint_url"),
+            access_key=p.get("aws_access_key_id"),
+            secret_key=p.get("aws_secret_access_key"),
+            session_token=p.get("aws_session_token"),
+            region=p.get("aws_region"),
+            ca_bundle=p.get("s3_ca_bundle"),
+            validate_certs=p.get("validate_certs", True),
+            sse=p.get("s3_sse"),
+            sse_kms_key_id=p.get("s3_sse_kms_key_id"),
+            object_lock_mode=p.get("s3_object_lock_mode"),
+            object_lock_days=p.get("s3_object_lock_days"),
+        )
+
+    def write_options(self):
+        """The compression and encryption a new backup set is written with."""
+        from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
+
+        p = self.params
+        return WriteOptions(
+            compression=p["compression"],
+            level=p.get("compression_level"),
+            recipients=tuple(p["encryption_recipients"] or ()),
+        )
+
+    def identities(self) -> list[str]:
+        """The age identities (secret keys) given to decrypt backups."""
+        p = self.params
+        found: list[str] = []
+        if p.get("encryption_identity"):
+            found.append(p["encryption_identity"])
+        if p.get("encryption_identity_file"):
+            path = p["encryption_identity_file"]
+            try:
+                with open(path, encoding="utf-8") as f:
+                    found.extend(line.strip() for line in f if line.strip() and not line.startswith("#"))
+            except OSError as exc:
+                self.fail_json(msg=f"Failed to read encryption_identity_file {path}: {exc.strerror}")
+        return found
+
+    def fail_from_exception(self, exc: Exception, action: str, **result) -> None:
+        """Fail with ``Failed to <action>: <cause>``; a traceback only for unexpected errors."""
+        if isinstance(exc, BackupError):
+            self.fail_json(msg=f"Failed to {action}: {exc}", **result)
+        self.fail_json(msg=f"Failed to {action}: {type(exc).__name__}: {exc}",
+                       exception=traceback.format_exc(), **result)
+
+
+def default_source_name(*parts: str) -> str:
+    """A stable, credential-free source name made of the given parts."""
+    name = "-".join(p for p in parts if p) or os.uname().nodename
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "default"

@@ -1,0 +1,177 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: config_backup
+short_description: Back up configuration files as a tar archive
+version_added: 0.1.0
+description:
+  - Archives O(paths) below O(root) as one POSIX tar stream, compressed and optionally encrypted, into a new
+    C(config) backup set. Modes, owners and modification times are kept.
+  - Paths that are secrets (O(secrets)) are refused unless O(encryption_recipients) are set, so keys and
+    C(.env) files never reach storage in the clear.
+  - The manifest, written last, lists every archived name with the counts; a set without it is never restored.
+author: caas.backup developers
+options:
+  paths:
+    description:
+      - Files and directories to archive, absolute or relative to O(root). Directories are archived recursively.
+    type: list
+    elements: path
+    required: true
+  root:
+    description:
+      - Directory the archive's member names are relative to; O(paths) must lie below it.
+    type: path
+    default: /
+  exclude:
+    description:
+      - Glob patterns left out. A pattern matches a member's relative name, any of its components, or a
+        leading part of it, so V(node_modules) drops every such directory.
+    type: list
+    elements: str
+    default: []
+  secrets:
+    description:
+      - Glob patterns (matched like O(exclude)) of secret files. The backup fails when one is selected and
+        O(encryption_recipients) is empty. Set to V([]) to archive every file in the clear.
+    type: list
+    elements: str
+    default: [".env", ".env.*", "*.key", "*.pem", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "keys", "secrets"]
+extends_documentation_fragment:
+  - caas.backup.common
+  - caas.backup.common.write
+attributes:
+  check_mode:
+    support: full
+    description: Lists what would be archived and writes nothing.
+notes:
+  - The source name defaults to the host name.
+seealso:
+  - module: caas.backup.config_restore
+"""
+
+EXAMPLES = r"""
+- name: Back up the platform configuration, encrypted, to S3
+  caas.backup.config_backup:
+    storage_url: s3://caas-backups/prod
+    root: /srv/caas
+    paths: [.env, docker-compose.yml, keys, services]
+    exclude: [node_modules, dist]
+    encryption_recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+    tags: [release-2.4.0, keep]
+"""
+
+RETURN = r"""
+backup_id:
+  description: Id of the new backup set; empty in check mode.
+  returned: always
+  type: str
+  sample: 20260221T020000Z-3f9a
+source:
+  description: Source name the set is stored under.
+  returned: always
+  type: str
+  sample: app01
+location:
+  description: Storage path of the set.
+  returned: success and not check mode
+  type: str
+  sample: s3://caas-backups/prod/config/app01/20260221T020000Z-3f9a
+files:
+  description: Number of regular files archived.
+  returned: always
+  type: int
+bytes:
+  description: Bytes of file content archived (before compression).
+  returned: always
+  type: int
+stored_bytes:
+  description: Bytes written to storage (after compression and encryption).
+  returned: success and not check mode
+  type: int
+names:
+  description: Relative names of everything archived.
+  returned: always
+  type: list
+  elements: str
+secrets:
+  description: Names that matched O(secrets) (stored encrypted).
+  returned: always
+  type: list
+  elements: str
+encrypted:
+  description: Whether the archive is encrypted.
+  returned: always
+  type: bool
+duration:
+  description: Seconds the backup took.
+  returned: success and not check mode
+  type: float
+"""
+
+import time
+
+from ansible_collections.caas.backup.plugins.module_utils.common import (
+    BackupModule,
+    ConfigurationError,
+    default_source_name,
+)
+from ansible_collections.caas.backup.plugins.module_utils.files import DEFAULT_SECRETS, secrets_in, select, write_tar
+
+
+def run(module: BackupModule) -> dict:
+    p = module.params
+    started = time.monotonic()
+    selection = select(p["root"], p["paths"], p["exclude"])
+    secret_names = secrets_in(selection, p["secrets"])
+    encrypted = bool(p["encryption_recipients"])
+    if secret_names and not encrypted:
+        raise ConfigurationError(
+            f"{len(secret_names)} secret file(s) selected ({', '.join(secret_names[:5])}) "
+            "but no encryption_recipients: refusing to store secrets in the clear")
+    source = p["source_name"] or default_source_name()
+    result = dict(changed=not module.check_mode, backup_id="", source=source, files=selection.files,
+                  bytes=selection.bytes, names=selection.names, secrets=secret_names, encrypted=encrypted)
+    if module.check_mode:
+        return result
+
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter
+
+    storage = module.open_storage()
+    storage.check()
+    backup = SetWriter(storage, "config", source, module.write_options(), p["tags"])
+    try:
+        with backup.object("config.tar") as out:
+            write_tar(out, selection)
+        backup.commit(selection.facts())
+    except BaseException:
+        backup.discard()
+        raise
+    result.update(backup_id=backup.backup_id, location=f"{storage.url}/{backup.prefix}",
+                  stored_bytes=backup.objects[0]["size"], duration=round(time.monotonic() - started, 3))
+    return result
+
+
+def main() -> None:
+    module = BackupModule(
+        dict(
+            paths=dict(type="list", elements="path", required=True),
+            root=dict(type="path", default="/"),
+            exclude=dict(type="list", elements="str", default=[]),
+            secrets=dict(type="list", elements="str", default=list(DEFAULT_SECRETS), no_log=False),
+        ),
+        writes=True,
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module)
+    except Exception as exc:
+        module.fail_from_exception(exc, "back up configuration")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
