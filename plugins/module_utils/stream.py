@@ -184,12 +184,39 @@ class _Hasher:
         pass
 
 
+class _Recording:
+    """Pass-through writer that remembers the exception its downstream raised."""
+
+    def __init__(self, downstream) -> None:
+        self.downstream = downstream
+        self.error: BaseException | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.downstream.write(data)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        pass
+
+
 class _AgeWriter:
     """Encrypts what is written to it into ``downstream`` (age v1, X25519)."""
 
     def __init__(self, downstream, recipients: list) -> None:
         self._pipe = _Pipe()
-        self._worker = _Worker(pyrage.encrypt_io, self._pipe, downstream, recipients)
+        self._worker = _Worker(self._encrypt, downstream, recipients)
+
+    def _encrypt(self, downstream, recipients: list) -> None:
+        sink = _Recording(downstream)
+        try:
+            pyrage.encrypt_io(self._pipe, sink, recipients)
+        except BaseException as exc:
+            self._pipe.cancel()  # unblock the writer, which then raises this error
+            # pyrage wraps a failing sink's error in EncryptError: raise the sink's own.
+            raise (sink.error or exc) from None
 
     def write(self, data) -> int:
         try:

@@ -76,6 +76,11 @@ source:
   description: Source name of the restored set.
   returned: always
   type: str
+backup_time:
+  description: When the restored set was taken (ISO 8601 UTC); what was written after it is not restored.
+  returned: always
+  type: str
+  sample: "2026-02-21T02:00:07Z"
 created:
   description: Names that did not exist in O(dest) (and were, or would be, written).
   returned: always
@@ -102,7 +107,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import BackupMo
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, find_set, parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, find_set, iso, parse_time
     from ansible_collections.caas.backup.plugins.module_utils.files import extract, plan_restore
 
     p = module.params
@@ -118,8 +123,9 @@ def run(module: BackupModule) -> dict:
         if changes and not module.check_mode:
             with copy.reader(identities) as reader:
                 extract(reader, p["dest"], set(changes))
-    return dict(changed=bool(changes), backup_id=bset.backup_id, source=bset.source, created=plan["create"],
-                updated=plan["update"], unchanged=len(plan["same"]), duration=round(time.monotonic() - started, 3))
+    return dict(changed=bool(changes), backup_id=bset.backup_id, source=bset.source, backup_time=iso(bset.time),
+                created=plan["create"], updated=plan["update"], unchanged=len(plan["same"]),
+                duration=round(time.monotonic() - started, 3))
 
 
 def main() -> None:

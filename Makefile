@@ -1,0 +1,87 @@
+# caas.backup: `make demo` runs the backup -> disaster -> recovery drill; `make test` runs every check.
+# Both work on a fresh Debian machine as root: `make venv` installs what they need.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+COLLECTIONS := $(CURDIR)/.build/collections
+LINK := $(COLLECTIONS)/ansible_collections/caas/backup
+SANITY_ROOT := $(CURDIR)/.build/sanity/ansible_collections/caas/backup
+APT_PACKAGES := redis-server age zstd git
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
+export ANSIBLE_PYTHON_INTERPRETER := $(PY)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv system-packages link test demo lint changelog-lint sanity pytest molecule build doc bench clean
+
+## venv: system packages (apt), .venv with pinned Python packages, the collection link. Idempotent.
+venv: system-packages $(VENV)/.installed link
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+	fi
+
+$(VENV)/.installed: requirements.txt meta/ee-requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# Ansible finds the collection as ansible_collections/caas/backup: point that at this checkout.
+link:
+	@mkdir -p $(dir $(LINK)) && ln -sfn $(CURDIR) $(LINK)
+
+## test: every check, in the order a failure is cheapest to see.
+test: venv lint changelog-lint sanity pytest molecule build doc
+
+lint:
+	ruff check plugins tests bench scripts
+
+changelog-lint:
+	antsibull-changelog lint
+
+# ansible-test needs the collection at a physical ansible_collections/caas/backup path, so it runs on a
+# copy of the tracked (and new, unignored) files. Offline from get-pip.py's host: ansible-test's cache is
+# seeded with scripts/get_pip_shim.py, which installs pip from the wheel bundled with CPython.
+sanity: venv
+	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
+	git ls-files -z -co --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(SANITY_ROOT)
+	@pipver=$$($(PY) -c "import os,re,ansible_test; p=os.path.join(os.path.dirname(ansible_test.__file__),'_internal','python_requirements.py'); print(re.search(r\"pip='([0-9.]+)'\", open(p).read()).group(1).replace('.','_'))"); \
+	mkdir -p $$HOME/.ansible/test/cache && cp scripts/get_pip_shim.py $$HOME/.ansible/test/cache/get_pip_$$pipver.py
+	cd $(SANITY_ROOT) && ansible-test sanity --local --python 3.11 --color no
+
+## pytest: unit tests, then integration tests against real services (started and stopped by the tests).
+pytest: venv
+	$(PY) -m pytest
+
+## molecule: role scenarios on localhost, with the real services up for their duration.
+molecule: venv
+	scripts/with-services bash -c 'molecule reset >/dev/null 2>&1 || true; molecule test --all'
+
+build: venv
+	ansible-galaxy collection build --force --output-path $(CURDIR)/.build/dist
+	@! tar -tzf .build/dist/caas-backup-*.tar.gz | grep -E '(^|/)(\.venv|\.state|\.build|__pycache__)/' \
+		|| (echo "the collection tarball holds build or state files" && false)
+
+doc: venv
+	ansible-doc caas.backup.config_backup > /dev/null
+	ansible-doc caas.backup.config_restore > /dev/null
+
+## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
+demo: venv
+	scripts/demo
+
+## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
+bench: venv
+	scripts/with-services $(PY) bench/storage.py
+
+clean:
+	rm -rf .build .state tests/output

@@ -1,0 +1,186 @@
+"""Backup ids, manifests and the catalog, on a local directory storage."""
+
+import datetime
+import json
+import re
+
+import pytest
+
+from ansible_collections.caas.backup.plugins.module_utils.catalog import (
+    MANIFEST,
+    SetWriter,
+    backup_id_time,
+    fetch_object,
+    find_set,
+    get_set,
+    latest,
+    list_sets,
+    new_backup_id,
+    parse_time,
+)
+from ansible_collections.caas.backup.plugins.module_utils.common import (
+    ConfigurationError,
+    IntegrityError,
+    NotFoundError,
+)
+from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage, open_storage
+from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
+
+UTC = datetime.timezone.utc
+
+
+def at(day, hour=2):
+    return datetime.datetime(2026, 2, day, hour, 0, 0, tzinfo=UTC)
+
+
+def make_set(storage, when, source="app", kind="config", payload=b"payload", tags=(), commit=True):
+    writer = SetWriter(storage, kind, source, WriteOptions("zstd"), tags, now=when)
+    with writer.object("data.bin") as out:
+        out.write(payload)
+    if commit:
+        writer.commit({"answer": 42}, finished_at=when + datetime.timedelta(minutes=5))
+    return writer
+
+
+@pytest.fixture()
+def storage(tmp_path):
+    return LocalStorage(str(tmp_path / "store"))
+
+
+def test_backup_id_format_sorts_by_time():
+    ids = [new_backup_id(at(d)) for d in (3, 1, 2)]
+    assert all(re.match(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$", i) for i in ids)
+    assert sorted(ids) == [ids[1], ids[2], ids[0]]
+    assert backup_id_time(ids[0]) == at(3)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2026-02-21T10:30:00Z", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
+    ("2026-02-21T12:30:00+02:00", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
+    ("2026-02-21T10:30:00", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
+])
+def test_parse_time(text, expected):
+    assert parse_time(text) == expected
+
+
+def test_parse_time_rejects_garbage():
+    with pytest.raises(ConfigurationError, match="not an ISO 8601 time"):
+        parse_time("yesterday")
+
+
+def test_manifest_is_written_last_and_describes_the_set(storage):
+    writer = make_set(storage, at(1), tags=["keep"])
+    manifest = json.loads(storage.get_bytes(f"{writer.prefix}/{MANIFEST}"))
+    assert manifest["format_version"] == 1
+    assert manifest["kind"] == "config" and manifest["source"] == "app"
+    assert manifest["tags"] == ["keep"]
+    assert manifest["facts"] == {"answer": 42}
+    assert manifest["started_at"] == "2026-02-01T02:00:00Z"
+    [record] = manifest["objects"]
+    assert record["name"] == "data.bin.zst" and record["stem"] == "data.bin"
+    assert record["raw_size"] == len(b"payload") and len(record["sha256"]) == 64
+
+
+def test_set_without_manifest_is_listed_but_never_restorable(storage):
+    make_set(storage, at(1))
+    partial = make_set(storage, at(2), commit=False)
+    sets = list_sets(storage, "config")
+    assert [s.complete for s in sets] == [True, False]
+    assert latest(storage, "config").time == at(1) + datetime.timedelta(minutes=5)
+    with pytest.raises(NotFoundError, match="incomplete"):
+        get_set(storage, "config", partial.backup_id)
+
+
+def test_latest_before_a_time(storage):
+    for day in (1, 2, 3):
+        make_set(storage, at(day))
+    assert latest(storage, "config", before=at(2, 12)).time.day == 2
+    with pytest.raises(NotFoundError, match="at or before 2026-01-01T00:00:00Z"):
+        latest(storage, "config", before=datetime.datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_latest_needs_a_source_when_several_exist(storage):
+    make_set(storage, at(1), source="a")
+    make_set(storage, at(1), source="b")
+    with pytest.raises(ConfigurationError, match=r"several sources .*\(a, b\)"):
+        latest(storage, "config")
+    assert latest(storage, "config", "b").source == "b"
+
+
+def test_unknown_backup_id_is_not_found(storage):
+    make_set(storage, at(1))
+    with pytest.raises(NotFoundError, match="no config backup 20200101T000000Z-0000"):
+        find_set(storage, "config", "20200101T000000Z-0000")
+    with pytest.raises(ConfigurationError, match="is not a backup id"):
+        find_set(storage, "config", "latest-ish")
+
+
+def test_empty_storage_says_what_is_missing(storage):
+    storage.put_bytes("README", b"")
+    with pytest.raises(NotFoundError, match="no complete config backup in file://"):
+        latest(storage, "config")
+
+
+def test_manifest_from_a_newer_version_is_not_restorable(storage):
+    writer = make_set(storage, at(1))
+    key = f"{writer.prefix}/{MANIFEST}"
+    manifest = json.loads(storage.get_bytes(key))
+    manifest["format_version"] = 99
+    storage.put_bytes(key, json.dumps(manifest).encode())
+    [bset] = list_sets(storage, "config")
+    assert not bset.complete and "newer" in bset.error
+
+
+def test_unreadable_manifest_is_reported(storage):
+    writer = make_set(storage, at(1))
+    storage.put_bytes(f"{writer.prefix}/{MANIFEST}", b"{not json")
+    [bset] = list_sets(storage, "config")
+    assert not bset.complete and "not valid JSON" in bset.error
+
+
+def test_fetch_object_round_trip_and_rereads(storage):
+    make_set(storage, at(1), payload=b"hello world")
+    bset = latest(storage, "config")
+    with fetch_object(storage, bset, "data.bin") as copy:
+        assert copy.reader([]).read() == b"hello world"
+        assert copy.reader([]).read() == b"hello world"
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda b: b[:-3], "truncated or replaced"),
+    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "corrupted"),
+])
+def test_fetch_object_detects_damage_before_returning(storage, tmp_path, damage, message):
+    writer = make_set(storage, at(1), payload=b"x" * 1000)
+    path = tmp_path / "store" / writer.prefix / "data.bin.zst"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(IntegrityError, match=message):
+        with fetch_object(storage, latest(storage, "config"), "data.bin"):
+            pytest.fail("a damaged object must not be handed out")
+
+
+def test_invalid_source_and_kind_are_refused(storage):
+    with pytest.raises(ConfigurationError, match="source_name"):
+        SetWriter(storage, "config", "a/b", WriteOptions())
+    with pytest.raises(ConfigurationError, match="unknown backup kind"):
+        SetWriter(storage, "mysql", "a", WriteOptions())
+
+
+@pytest.mark.parametrize("url,message", [
+    ("relative/dir", "absolute path"),
+    ("file://host/dir", "absolute path"),
+    ("s3://", "names no bucket"),
+    ("ftp://x/y", "use file:///path or s3://bucket/prefix"),
+])
+def test_open_storage_rejects_bad_urls(url, message):
+    with pytest.raises(ConfigurationError, match=message):
+        open_storage(url)
+
+
+def test_local_storage_writes_atomically(storage, tmp_path):
+    with pytest.raises(RuntimeError):
+        with storage.writer("config/a/x") as out:
+            out.write(b"half")
+            raise RuntimeError("killed")
+    assert list(storage.list("")) == []
+    assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
