@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 COLLECTIONS := $(CURDIR)/.build/collections
 LINK := $(COLLECTIONS)/ansible_collections/caas/backup
-SANITY_ROOT := $(CURDIR)/.build/sanity/ansible_collections/caas/backup
+# Outside the checkout: inside it, ansible-test would ask git, which ignores .build/.
+SANITY_ROOT := $(or $(TMPDIR),/tmp)/caas-backup-sanity/ansible_collections/caas/backup
 APT_PACKAGES := redis-server age zstd git
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)

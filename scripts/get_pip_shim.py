@@ -5,11 +5,10 @@ seeds ansible-test's cache with this file: it runs the pip wheel bundled with
 CPython's ensurepip, which then installs the pip version ansible-test asks for.
 """
 
+import ensurepip
 import glob
 import os
 import sys
-
-import ensurepip
 
 ARGS = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel", "--no-pip")]
 WHEELS = glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl"))

@@ -16,8 +16,8 @@ import json
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     COLLECTION_VERSION,
@@ -27,7 +27,12 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     NotFoundError,
 )
 from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
-from ansible_collections.caas.backup.plugins.module_utils.stream import ObjectReader, ObjectWriter, WriteOptions, copy_hashed
+from ansible_collections.caas.backup.plugins.module_utils.stream import (
+    ObjectReader,
+    ObjectWriter,
+    WriteOptions,
+    copy_hashed,
+)
 
 KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
 MANIFEST = "manifest.json"
@@ -130,17 +135,29 @@ class BackupSet:
     def summary(self) -> dict:
         """A compact description for module results."""
         return {
-            "kind": self.kind, "source": self.source, "backup_id": self.backup_id,
-            "complete": self.complete, "time": iso(self.time), "size": self.size,
-            "tags": self.tags, "error": self.error,
+            "kind": self.kind,
+            "source": self.source,
+            "backup_id": self.backup_id,
+            "complete": self.complete,
+            "time": iso(self.time),
+            "size": self.size,
+            "tags": self.tags,
+            "error": self.error,
         }
 
 
 class SetWriter:
     """Writes one new backup set: objects first, the manifest last (:meth:`commit`)."""
 
-    def __init__(self, storage: Storage, kind: str, source: str, options: WriteOptions,
-                 tags: list[str] | tuple[str, ...] = (), now: datetime.datetime | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        kind: str,
+        source: str,
+        options: WriteOptions,
+        tags: list[str] | tuple[str, ...] = (),
+        now: datetime.datetime | None = None,
+    ) -> None:
         self.storage = storage
         self.kind = check_kind(kind)
         self.source = check_source(source)
@@ -158,9 +175,8 @@ class SetWriter:
     def object(self, stem: str) -> Iterator[ObjectWriter]:
         """A writer for one data object; its record joins the manifest on a clean exit."""
         name = stem + self.options.suffix()
-        with self.storage.writer(f"{self.prefix}/{name}") as sink:
-            with ObjectWriter(sink, self.options) as out:
-                yield out
+        with self.storage.writer(f"{self.prefix}/{name}") as sink, ObjectWriter(sink, self.options) as out:
+            yield out
         self.objects.append({"name": name, "stem": stem, **out.record})
 
     def commit(self, facts: dict, finished_at: datetime.datetime | None = None) -> dict:
@@ -235,8 +251,9 @@ def _only_source(sets: list[BackupSet], kind: str) -> str:
     return sources[0]
 
 
-def latest(storage: Storage, kind: str, source: str | None = None,
-           before: datetime.datetime | None = None) -> BackupSet:
+def latest(
+    storage: Storage, kind: str, source: str | None = None, before: datetime.datetime | None = None
+) -> BackupSet:
     """The newest complete set of a kind (and source), optionally taken at or before ``before``."""
     sets = [s for s in list_sets(storage, kind, source) if s.complete]
     if sets and source is None:
@@ -261,12 +278,19 @@ def get_set(storage: Storage, kind: str, backup_id: str, source: str | None = No
         raise ConfigurationError(f"backup id {backup_id} exists for several sources: set source_name")
     bset = matches[0]
     if not bset.complete:
-        raise NotFoundError(f"backup {bset.prefix} is incomplete ({bset.error or 'no manifest'}): it cannot be restored")
+        raise NotFoundError(
+            f"backup {bset.prefix} is incomplete ({bset.error or 'no manifest'}): it cannot be restored"
+        )
     return bset
 
 
-def find_set(storage: Storage, kind: str, backup_id: str | None = None, source: str | None = None,
-             before: datetime.datetime | None = None) -> BackupSet:
+def find_set(
+    storage: Storage,
+    kind: str,
+    backup_id: str | None = None,
+    source: str | None = None,
+    before: datetime.datetime | None = None,
+) -> BackupSet:
     """The set a restore asked for: by id, else the latest (before a time)."""
     if backup_id:
         return get_set(storage, kind, backup_id, source)

@@ -50,9 +50,15 @@ class SourceError(BackupError):
 # Options every module has: where the backups live.
 STORAGE_SPEC: dict = dict(
     storage_url=dict(type="str", required=True, fallback=(env_fallback, ["CAAS_BACKUP_STORAGE_URL"])),
-    s3_endpoint_url=dict(type="str", fallback=(env_fallback, ["CAAS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])),
-    aws_access_key_id=dict(type="str", no_log=True, aliases=["access_key"], fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
-    aws_secret_access_key=dict(type="str", no_log=True, aliases=["secret_key"], fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])),
+    s3_endpoint_url=dict(
+        type="str", fallback=(env_fallback, ["CAAS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
+    ),
+    aws_access_key_id=dict(
+        type="str", no_log=True, aliases=["access_key"], fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])
+    ),
+    aws_secret_access_key=dict(
+        type="str", no_log=True, aliases=["secret_key"], fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])
+    ),
     aws_session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
     aws_region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
     s3_ca_bundle=dict(type="path"),
@@ -63,7 +69,9 @@ STORAGE_SPEC: dict = dict(
 WRITE_SPEC: dict = dict(
     compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
     compression_level=dict(type="int"),
-    encryption_recipients=dict(type="list", elements="str", default=[], fallback=(env_fallback, ["CAAS_AGE_RECIPIENTS"])),
+    encryption_recipients=dict(
+        type="list", elements="str", default=[], fallback=(env_fallback, ["CAAS_AGE_RECIPIENTS"])
+    ),
     source_name=dict(type="str"),
     tags=dict(type="list", elements="str", default=[]),
     s3_sse=dict(type="str", choices=["AES256", "aws:kms"]),
@@ -99,8 +107,15 @@ class BackupModule(AnsibleModule):
     with ``missing_required_lib`` so the error says what to install.
     """
 
-    def __init__(self, argument_spec: dict, *, writes: bool = False, reads: bool = False,
-                 libraries: tuple[str, ...] = (), **kwargs) -> None:
+    def __init__(
+        self,
+        argument_spec: dict,
+        *,
+        writes: bool = False,
+        reads: bool = False,
+        libraries: tuple[str, ...] = (),
+        **kwargs,
+    ) -> None:
         spec = dict(STORAGE_SPEC)
         if writes:
             spec.update(WRITE_SPEC)
@@ -167,8 +182,22 @@ class BackupModule(AnsibleModule):
         """Fail with ``Failed to <action>: <cause>``; a traceback only for unexpected errors."""
         if isinstance(exc, BackupError):
             self.fail_json(msg=f"Failed to {action}: {exc}", **result)
-        self.fail_json(msg=f"Failed to {action}: {type(exc).__name__}: {exc}",
-                       exception=traceback.format_exc(), **result)
+        self.fail_json(
+            msg=f"Failed to {action}: {type(exc).__name__}: {exc}", exception=traceback.format_exc(), **result
+        )
+
+    def run(self, work, action: str) -> None:
+        """Exit with ``work(self)``'s result, or fail with ``Failed to <action>: <cause>``.
+
+        The one place a module's errors become ``fail_json``: expected ones
+        (BackupError) with their message alone, anything else with its type
+        and traceback, so no cause is hidden.
+        """
+        try:
+            result = work(self)
+        except Exception as exc:  # noqa: BLE001  reported with its traceback, never swallowed
+            self.fail_from_exception(exc, action)
+        self.exit_json(**result)
 
 
 def default_source_name(*parts: str) -> str:

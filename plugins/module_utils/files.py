@@ -177,9 +177,12 @@ def _state(member: tarfile.TarInfo, tar: tarfile.TarFile, dest: str) -> str:
     elif member.issym():
         same = stat.S_ISLNK(st.st_mode) and os.readlink(path) == member.linkname
     elif member.isreg():
-        same = (stat.S_ISREG(st.st_mode) and st.st_size == member.size
-                and stat.S_IMODE(st.st_mode) == member.mode
-                and _sha256_file(path) == _sha256_member(tar.extractfile(member)))
+        same = (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == member.size
+            and stat.S_IMODE(st.st_mode) == member.mode
+            and _sha256_file(path) == _sha256_member(tar.extractfile(member))
+        )
     else:
         same = False
     return "same" if same else "update"

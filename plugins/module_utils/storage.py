@@ -15,9 +15,10 @@ import datetime
 import functools
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
@@ -144,7 +145,9 @@ class LocalStorage(Storage):
                 key = os.path.relpath(path, self.root).replace(os.sep, "/")
                 if key.startswith(prefix):
                     st = os.stat(path)
-                    yield ObjectInfo(key, st.st_size, datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc))
+                    yield ObjectInfo(
+                        key, st.st_size, datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
+                    )
 
     def delete(self, keys: list[str]) -> dict[str, str]:
         failed = {}
@@ -192,8 +195,10 @@ def _s3_errors(action: str):
             except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError) as exc:
                 raise StorageError(f"cannot {action}: S3 endpoint unreachable ({exc})") from None
             except botocore.exceptions.NoCredentialsError:
-                raise StorageError(f"cannot {action}: no S3 credentials (set aws_access_key_id and "
-                                   "aws_secret_access_key, or the AWS_* environment)") from None
+                raise StorageError(
+                    f"cannot {action}: no S3 credentials (set aws_access_key_id and "
+                    "aws_secret_access_key, or the AWS_* environment)"
+                ) from None
             except botocore.exceptions.BotoCoreError as exc:
                 raise StorageError(f"cannot {action}: {exc}") from None
 
@@ -205,11 +210,24 @@ def _s3_errors(action: str):
 class S3Storage(Storage):
     """Objects in an S3 bucket below a prefix (``s3://bucket/prefix``)."""
 
-    def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None, access_key: str | None = None,
-                 secret_key: str | None = None, session_token: str | None = None, region: str | None = None,
-                 ca_bundle: str | None = None, validate_certs: bool = True, sse: str | None = None,
-                 sse_kms_key_id: str | None = None, object_lock_mode: str | None = None,
-                 object_lock_days: int | None = None, part_size: int = PART_SIZE) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        *,
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        region: str | None = None,
+        ca_bundle: str | None = None,
+        validate_certs: bool = True,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
+        object_lock_mode: str | None = None,
+        object_lock_days: int | None = None,
+        part_size: int = PART_SIZE,
+    ) -> None:
         if boto3 is None:
             raise StorageError("boto3 is required for s3:// storage")
         if bool(object_lock_mode) != bool(object_lock_days):
@@ -228,11 +246,18 @@ class S3Storage(Storage):
                 self._put_args["SSEKMSKeyId"] = sse_kms_key_id
         self._lock_mode = object_lock_mode
         self._lock_days = object_lock_days
-        session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                                        aws_session_token=session_token, region_name=region or "us-east-1")
-        config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 4},
-                                        connect_timeout=10, read_timeout=120,
-                                        max_pool_connections=PARTS_IN_FLIGHT + 2)
+        session = boto3.session.Session(
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
+            region_name=region or "us-east-1",
+        )
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 4},
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=PARTS_IN_FLIGHT + 2,
+        )
         verify = ca_bundle if ca_bundle else validate_certs
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
 
@@ -243,7 +268,8 @@ class S3Storage(Storage):
         if code in ("NoSuchKey", "404", "NotFound") and key:
             return NotFoundError(f"object {key} does not exist in {self.url}")
         cause = _S3_CAUSES.get(code, "{code}: {message}").format(
-            bucket=self.bucket, code=code, message=exc.response.get("Error", {}).get("Message", str(exc)))
+            bucket=self.bucket, code=code, message=exc.response.get("Error", {}).get("Message", str(exc))
+        )
         return StorageError(f"cannot {action} {self.url}{where}: {cause}")
 
     def _key(self, key: str) -> str:
@@ -293,9 +319,10 @@ class S3Storage(Storage):
     def delete(self, keys: list[str]) -> dict[str, str]:
         failed: dict[str, str] = {}
         for start in range(0, len(keys), 1000):
-            batch = keys[start:start + 1000]
+            batch = keys[start : start + 1000]
             reply = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True})
+                Bucket=self.bucket, Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True}
+            )
             cut = len(self.prefix) + 1 if self.prefix else 0
             for error in reply.get("Errors", ()):
                 failed[error["Key"][cut:]] = f"{error.get('Code')}: {error.get('Message')}"
@@ -344,8 +371,8 @@ class _MultipartWriter:
     def write(self, data) -> int:
         self._buffer += data
         while len(self._buffer) >= self.storage.part_size:
-            part = bytes(self._buffer[:self.storage.part_size])
-            del self._buffer[:self.storage.part_size]
+            part = bytes(self._buffer[: self.storage.part_size])
+            del self._buffer[: self.storage.part_size]
             self._send_part(part)
         return len(data)
 
@@ -355,7 +382,8 @@ class _MultipartWriter:
     @_s3_errors("write to")
     def _start(self) -> None:
         reply = self.storage.client.create_multipart_upload(
-            Bucket=self.storage.bucket, Key=self._key, **self.storage._put_args, **self.storage._lock_args())
+            Bucket=self.storage.bucket, Key=self._key, **self.storage._put_args, **self.storage._lock_args()
+        )
         self._upload_id = reply["UploadId"]
         self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT)
 
@@ -367,9 +395,16 @@ class _MultipartWriter:
         if len(pending) >= PARTS_IN_FLIGHT:
             self._result(pending[0])
         number = len(self._parts) + 1
-        self._parts.append(self._pool.submit(
-            self.storage.client.upload_part, Bucket=self.storage.bucket, Key=self._key, UploadId=self._upload_id,
-            PartNumber=number, Body=data))
+        self._parts.append(
+            self._pool.submit(
+                self.storage.client.upload_part,
+                Bucket=self.storage.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        )
 
     @_s3_errors("write to")
     def _result(self, future):
@@ -378,15 +413,21 @@ class _MultipartWriter:
     @_s3_errors("write to")
     def finish(self) -> None:
         if self._upload_id is None:
-            self.storage.client.put_object(Bucket=self.storage.bucket, Key=self._key, Body=bytes(self._buffer),
-                                      **self.storage._put_args, **self.storage._lock_args())
+            self.storage.client.put_object(
+                Bucket=self.storage.bucket,
+                Key=self._key,
+                Body=bytes(self._buffer),
+                **self.storage._put_args,
+                **self.storage._lock_args(),
+            )
             return
         if self._buffer:
             self._send_part(bytes(self._buffer))
             self._buffer.clear()
         parts = [{"PartNumber": n, "ETag": self._result(f)["ETag"]} for n, f in enumerate(self._parts, start=1)]
-        self.storage.client.complete_multipart_upload(Bucket=self.storage.bucket, Key=self._key, UploadId=self._upload_id,
-                                                 MultipartUpload={"Parts": parts})
+        self.storage.client.complete_multipart_upload(
+            Bucket=self.storage.bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+        )
         self._pool.shutdown()
 
     def abort(self) -> None:
@@ -395,7 +436,9 @@ class _MultipartWriter:
             self._pool.shutdown(cancel_futures=True)
         if self._upload_id is not None:
             with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                self.storage.client.abort_multipart_upload(Bucket=self.storage.bucket, Key=self._key, UploadId=self._upload_id)
+                self.storage.client.abort_multipart_upload(
+                    Bucket=self.storage.bucket, Key=self._key, UploadId=self._upload_id
+                )
 
 
 def open_storage(url: str, **options) -> Storage:
@@ -413,4 +456,3 @@ def open_storage(url: str, **options) -> Storage:
             raise ConfigurationError(f"storage_url {url!r} names no bucket (s3://bucket/prefix)")
         return S3Storage(parsed.netloc, parsed.path, **{k: v for k, v in options.items() if v is not None})
     raise ConfigurationError(f"storage_url {url!r}: use file:///path or s3://bucket/prefix")
-

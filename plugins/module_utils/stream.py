@@ -11,6 +11,7 @@ recipients, so ``age -d -i key.txt obj | zstd -d`` opens any object.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -66,7 +67,7 @@ def parse_recipients(recipients: tuple[str, ...] | list[str]) -> list:
     for text in recipients:
         try:
             parsed.append(x25519.Recipient.from_str(text.strip()))
-        except Exception as exc:  # pyrage.RecipientError has no stable base class
+        except pyrage.RecipientError as exc:
             raise EncryptionError(f"invalid age recipient {text.strip()!r}: {exc}") from None
     return parsed
 
@@ -77,9 +78,10 @@ def parse_identities(identities: list[str]) -> list:
     for number, text in enumerate(identities, start=1):
         try:
             parsed.append(x25519.Identity.from_str(text.strip()))
-        except Exception:  # pyrage.IdentityError; its text may quote the key
-            raise EncryptionError(f"encryption identity #{number} is not a valid age X25519 identity "
-                                  "(AGE-SECRET-KEY-1...)") from None
+        except pyrage.IdentityError:  # its text may quote the key: never repeat it
+            raise EncryptionError(
+                f"encryption identity #{number} is not a valid age X25519 identity (AGE-SECRET-KEY-1...)"
+            ) from None
     return parsed
 
 
@@ -159,7 +161,7 @@ class _Worker:
     def _run(self, target, args) -> None:
         try:
             target(*args)
-        except BaseException as exc:  # handed to the caller's thread in join()
+        except BaseException as exc:  # noqa: BLE001  handed to the caller's thread, which raises it
             self.error = exc
 
     def join(self) -> None:
@@ -213,7 +215,7 @@ class _AgeWriter:
         sink = _Recording(downstream)
         try:
             pyrage.encrypt_io(self._pipe, sink, recipients)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  re-raised below
             self._pipe.cancel()  # unblock the writer, which then raises this error
             # pyrage wraps a failing sink's error in EncryptError: raise the sink's own.
             raise (sink.error or exc) from None
@@ -296,8 +298,11 @@ class ObjectWriter:
                 "sha256": self._stored.sha256.hexdigest(),
                 "raw_size": self.raw_size,
                 "compression": self.options.compression,
-                "encryption": ({"format": "age", "recipients": [recipient_fingerprint(r) for r in self.options.recipients]}
-                               if self.options.recipients else None),
+                "encryption": (
+                    {"format": "age", "recipients": [recipient_fingerprint(r) for r in self.options.recipients]}
+                    if self.options.recipients
+                    else None
+                ),
             }
         return self.record
 
@@ -329,10 +334,8 @@ class _AgeReader(io.RawIOBase):
         try:
             pyrage.decrypt_io(upstream, _PipeWriter(self._pipe), identities)
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self._pipe.put(None)
-            except BrokenPipeError:
-                pass
 
     def readable(self) -> bool:
         return True
@@ -405,8 +408,9 @@ class ObjectReader(io.RawIOBase):
         super().close()
 
 
-def copy_hashed(src: BinaryIO, dst, expected_sha256: str | None = None,
-                expected_size: int | None = None, name: str = "object") -> tuple[int, str]:
+def copy_hashed(
+    src: BinaryIO, dst, expected_sha256: str | None = None, expected_size: int | None = None, name: str = "object"
+) -> tuple[int, str]:
     """Copy ``src`` to ``dst`` in chunks; check size and sha256 when expected values are given."""
     sha = hashlib.sha256()
     size = 0

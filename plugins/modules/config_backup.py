@@ -13,7 +13,7 @@ description:
   - Paths that are secrets (O(secrets)) are refused unless O(encryption_recipients) are set, so keys and
     C(.env) files never reach storage in the clear.
   - The manifest, written last, lists every archived name with the counts; a set without it is never restored.
-author: caas.backup developers
+author: caas.backup developers (@caas-backup)
 options:
   paths:
     description:
@@ -131,10 +131,19 @@ def run(module: BackupModule) -> dict:
     if secret_names and not encrypted:
         raise ConfigurationError(
             f"{len(secret_names)} secret file(s) selected ({', '.join(secret_names[:5])}) "
-            "but no encryption_recipients: refusing to store secrets in the clear")
+            "but no encryption_recipients: refusing to store secrets in the clear"
+        )
     source = p["source_name"] or default_source_name()
-    result = dict(changed=not module.check_mode, backup_id="", source=source, files=selection.files,
-                  bytes=selection.bytes, names=selection.names, secrets=secret_names, encrypted=encrypted)
+    result = dict(
+        changed=not module.check_mode,
+        backup_id="",
+        source=source,
+        files=selection.files,
+        bytes=selection.bytes,
+        names=selection.names,
+        secrets=secret_names,
+        encrypted=encrypted,
+    )
     if module.check_mode:
         return result
 
@@ -150,8 +159,12 @@ def run(module: BackupModule) -> dict:
     except BaseException:
         backup.discard()
         raise
-    result.update(backup_id=backup.backup_id, location=f"{storage.url}/{backup.prefix}",
-                  stored_bytes=backup.objects[0]["size"], duration=round(time.monotonic() - started, 3))
+    result.update(
+        backup_id=backup.backup_id,
+        location=f"{storage.url}/{backup.prefix}",
+        stored_bytes=backup.objects[0]["size"],
+        duration=round(time.monotonic() - started, 3),
+    )
     return result
 
 
@@ -166,11 +179,7 @@ def main() -> None:
         writes=True,
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except Exception as exc:
-        module.fail_from_exception(exc, "back up configuration")
-    module.exit_json(**result)
+    module.run(run, "back up configuration")
 
 
 if __name__ == "__main__":

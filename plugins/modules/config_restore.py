@@ -13,7 +13,7 @@ description:
     checked, before anything in O(dest) is written. A member that would land or link outside O(dest) is
     refused, and then nothing is written.
   - Only files that differ from what O(dest) holds are written, so a second run changes nothing.
-author: caas.backup developers
+author: caas.backup developers (@caas-backup)
 options:
   dest:
     description:
@@ -43,8 +43,6 @@ attributes:
   check_mode:
     support: full
     description: Verifies the backup and lists what would be created or updated, writing nothing.
-  diff_mode:
-    support: none
 seealso:
   - module: caas.backup.config_backup
 """
@@ -123,9 +121,16 @@ def run(module: BackupModule) -> dict:
         if changes and not module.check_mode:
             with copy.reader(identities) as reader:
                 extract(reader, p["dest"], set(changes))
-    return dict(changed=bool(changes), backup_id=bset.backup_id, source=bset.source, backup_time=iso(bset.time),
-                created=plan["create"], updated=plan["update"], unchanged=len(plan["same"]),
-                duration=round(time.monotonic() - started, 3))
+    return dict(
+        changed=bool(changes),
+        backup_id=bset.backup_id,
+        source=bset.source,
+        backup_time=iso(bset.time),
+        created=plan["create"],
+        updated=plan["update"],
+        unchanged=len(plan["same"]),
+        duration=round(time.monotonic() - started, 3),
+    )
 
 
 def main() -> None:
@@ -140,11 +145,7 @@ def main() -> None:
         supports_check_mode=True,
         mutually_exclusive=[("backup_id", "before")],
     )
-    try:
-        result = run(module)
-    except Exception as exc:
-        module.fail_from_exception(exc, "restore configuration")
-    module.exit_json(**result)
+    module.run(run, "restore configuration")
 
 
 if __name__ == "__main__":

@@ -54,11 +54,14 @@ def test_backup_id_format_sorts_by_time():
     assert backup_id_time(ids[0]) == at(3)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("2026-02-21T10:30:00Z", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
-    ("2026-02-21T12:30:00+02:00", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
-    ("2026-02-21T10:30:00", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("2026-02-21T10:30:00Z", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
+        ("2026-02-21T12:30:00+02:00", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
+        ("2026-02-21T10:30:00", datetime.datetime(2026, 2, 21, 10, 30, tzinfo=UTC)),
+    ],
+)
 def test_parse_time(text, expected):
     assert parse_time(text) == expected
 
@@ -146,17 +149,19 @@ def test_fetch_object_round_trip_and_rereads(storage):
         assert copy.reader([]).read() == b"hello world"
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda b: b[:-3], "truncated or replaced"),
-    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "corrupted"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda b: b[:-3], "truncated or replaced"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "corrupted"),
+    ],
+)
 def test_fetch_object_detects_damage_before_returning(storage, tmp_path, damage, message):
     writer = make_set(storage, at(1), payload=b"x" * 1000)
     path = tmp_path / "store" / writer.prefix / "data.bin.zst"
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(IntegrityError, match=message):
-        with fetch_object(storage, latest(storage, "config"), "data.bin"):
-            pytest.fail("a damaged object must not be handed out")
+    with pytest.raises(IntegrityError, match=message), fetch_object(storage, latest(storage, "config"), "data.bin"):
+        pytest.fail("a damaged object must not be handed out")
 
 
 def test_invalid_source_and_kind_are_refused(storage):
@@ -166,21 +171,23 @@ def test_invalid_source_and_kind_are_refused(storage):
         SetWriter(storage, "mysql", "a", WriteOptions())
 
 
-@pytest.mark.parametrize("url,message", [
-    ("relative/dir", "absolute path"),
-    ("file://host/dir", "absolute path"),
-    ("s3://", "names no bucket"),
-    ("ftp://x/y", "use file:///path or s3://bucket/prefix"),
-])
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("relative/dir", "absolute path"),
+        ("file://host/dir", "absolute path"),
+        ("s3://", "names no bucket"),
+        ("ftp://x/y", "use file:///path or s3://bucket/prefix"),
+    ],
+)
 def test_open_storage_rejects_bad_urls(url, message):
     with pytest.raises(ConfigurationError, match=message):
         open_storage(url)
 
 
 def test_local_storage_writes_atomically(storage, tmp_path):
-    with pytest.raises(RuntimeError):
-        with storage.writer("config/a/x") as out:
-            out.write(b"half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), storage.writer("config/a/x") as out:
+        out.write(b"half")
+        raise RuntimeError("killed")
     assert list(storage.list("")) == []
     assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))

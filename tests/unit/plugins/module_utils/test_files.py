@@ -22,19 +22,22 @@ from ansible_collections.caas.backup.plugins.module_utils.files import (
 )
 
 
-@pytest.mark.parametrize("name,patterns,expected", [
-    ("node_modules/x/y.js", ["node_modules"], True),
-    ("services/api/node_modules/a", ["node_modules"], True),
-    ("services/api/config/app.yml", ["services/*/config"], True),
-    ("services/api/src/app.py", ["services/*/config"], False),
-    ("dist", ["dist/"], True),
-    ("distribution/a", ["dist"], False),
-    ("app/.env", [".env"], True),
-    ("app/.env.production", [".env.*"], True),
-    ("keys/jwt.pem", ["keys"], True),
-    ("docker-compose.yml", list(DEFAULT_SECRETS), False),
-    ("tls/server.key", list(DEFAULT_SECRETS), True),
-])
+@pytest.mark.parametrize(
+    "name,patterns,expected",
+    [
+        ("node_modules/x/y.js", ["node_modules"], True),
+        ("services/api/node_modules/a", ["node_modules"], True),
+        ("services/api/config/app.yml", ["services/*/config"], True),
+        ("services/api/src/app.py", ["services/*/config"], False),
+        ("dist", ["dist/"], True),
+        ("distribution/a", ["dist"], False),
+        ("app/.env", [".env"], True),
+        ("app/.env.production", [".env.*"], True),
+        ("keys/jwt.pem", ["keys"], True),
+        ("docker-compose.yml", list(DEFAULT_SECRETS), False),
+        ("tls/server.key", list(DEFAULT_SECRETS), True),
+    ],
+)
 def test_matches(name, patterns, expected):
     assert matches(name, patterns) is expected
 
@@ -65,7 +68,7 @@ def archive(root, paths, exclude=()):
 
 
 def test_select_walks_and_excludes(site):
-    selection, _ = archive(site, [".env", "keys", "services", "docker-compose.yml"], ["node_modules"])
+    selection = archive(site, [".env", "keys", "services", "docker-compose.yml"], ["node_modules"])[0]
     assert "services/api/config/app.yml" in selection.names
     assert not any("node_modules" in n for n in selection.names)
     assert selection.files == 4
@@ -82,7 +85,7 @@ def test_select_refuses_missing_and_outside_paths(site):
 
 
 def test_restore_round_trip_keeps_content_modes_mtimes_and_links(site, tmp_path):
-    _, data = archive(site, [".env", "keys", "services"], ["node_modules"])
+    data = archive(site, [".env", "keys", "services"], ["node_modules"])[1]
     dest = tmp_path / "dest"
     plan = plan_restore(io.BytesIO(data.getvalue()), str(dest), [])
     assert plan["update"] == [] and plan["same"] == [] and ".env" in plan["create"]
@@ -96,9 +99,11 @@ def test_restore_round_trip_keeps_content_modes_mtimes_and_links(site, tmp_path)
 
 
 def test_plan_detects_changed_content_and_mode(site, tmp_path):
-    _, data = archive(site, [".env", "keys"])
+    data = archive(site, [".env", "keys"])[1]
     dest = tmp_path / "dest"
-    extract(io.BytesIO(data.getvalue()), str(dest), set(plan_restore(io.BytesIO(data.getvalue()), str(dest), [])["create"]))
+    extract(
+        io.BytesIO(data.getvalue()), str(dest), set(plan_restore(io.BytesIO(data.getvalue()), str(dest), [])["create"])
+    )
     (dest / ".env").write_text("DB_PASSWORD=other\n")
     os.chmod(dest / "keys/jwt.pem", 0o644)
     plan = plan_restore(io.BytesIO(data.getvalue()), str(dest), [])
@@ -106,7 +111,7 @@ def test_plan_detects_changed_content_and_mode(site, tmp_path):
 
 
 def test_only_restores_a_subset(site, tmp_path):
-    _, data = archive(site, [".env", "keys", "docker-compose.yml"])
+    data = archive(site, [".env", "keys", "docker-compose.yml"])[1]
     plan = plan_restore(io.BytesIO(data.getvalue()), str(tmp_path / "d"), ["keys"])
     assert plan["create"] == ["keys", "keys/jwt.pem"]
 
@@ -125,12 +130,15 @@ def evil_tar(*members):
     return out.getvalue()
 
 
-@pytest.mark.parametrize("members,message", [
-    ([("ok.txt", "file", ""), ("../escape.txt", "file", "")], "'../escape.txt' would land outside"),
-    ([("/etc/passwd", "file", "")], "'/etc/passwd' would land outside"),
-    ([("link", "sym", "/etc")], "links to '/etc'"),
-    ([("a/link", "sym", "../../x")], "links to '../../x'"),
-])
+@pytest.mark.parametrize(
+    "members,message",
+    [
+        ([("ok.txt", "file", ""), ("../escape.txt", "file", "")], "'../escape.txt' would land outside"),
+        ([("/etc/passwd", "file", "")], "'/etc/passwd' would land outside"),
+        ([("link", "sym", "/etc")], "links to '/etc'"),
+        ([("a/link", "sym", "../../x")], "links to '../../x'"),
+    ],
+)
 def test_members_outside_dest_are_refused_before_anything_is_written(tmp_path, members, message):
     dest = tmp_path / "dest"
     dest.mkdir()

@@ -28,7 +28,7 @@ def write(data: bytes, options: WriteOptions) -> tuple[bytes, dict]:
     sink = io.BytesIO()
     with ObjectWriter(sink, options) as out:
         for start in range(0, len(data), 65536):
-            out.write(data[start:start + 65536])
+            out.write(data[start : start + 65536])
     return sink.getvalue(), out.record
 
 
@@ -53,15 +53,15 @@ def test_round_trip(compression, encrypted):
 
 
 def test_manifest_record_names_recipient_fingerprint_not_key():
-    _, record = write(b"x", WriteOptions("zstd", recipients=(RECIPIENT,)))
+    record = write(b"x", WriteOptions("zstd", recipients=(RECIPIENT,)))[1]
     assert record["encryption"] == {"format": "age", "recipients": [recipient_fingerprint(RECIPIENT)]}
     assert RECIPIENT not in repr(record) and str(IDENTITY) not in repr(record)
 
 
 def test_plain_formats_open_with_the_standard_libraries():
-    stored, _ = write(DATA, WriteOptions("gzip"))
+    stored = write(DATA, WriteOptions("gzip"))[0]
     assert gzip.decompress(stored) == DATA
-    stored, _ = write(DATA, WriteOptions("zstd"))
+    stored = write(DATA, WriteOptions("zstd"))[0]
     assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read() == DATA
 
 
@@ -69,7 +69,7 @@ def test_stock_age_and_zstd_open_an_encrypted_object(tmp_path):
     """`age -d -i key | zstd -d` is the disaster path without this collection."""
     for tool in ("age", "zstd"):
         assert shutil.which(tool), f"{tool} must be installed (make venv installs it)"
-    stored, _ = write(DATA, WriteOptions("zstd", recipients=(RECIPIENT,)))
+    stored = write(DATA, WriteOptions("zstd", recipients=(RECIPIENT,)))[0]
     (tmp_path / "obj.zst.age").write_bytes(stored)
     key = tmp_path / "key.txt"
     key.write_text(str(IDENTITY) + "\n")
@@ -141,7 +141,9 @@ def test_failing_sink_surfaces_its_own_error_through_encryption():
         def write(self, data):
             raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        with ObjectWriter(Broken(), WriteOptions("none", recipients=(RECIPIENT,))) as out:
-            for _ in range(100):
-                out.write(b"x" * 65536)
+    with (
+        pytest.raises(OSError, match="disk full"),
+        ObjectWriter(Broken(), WriteOptions("none", recipients=(RECIPIENT,))) as out,
+    ):
+        for _chunk in range(100):
+            out.write(b"x" * 65536)
