@@ -1,4 +1,5 @@
-"""Make the collection importable as ansible_collections.caas.backup from this checkout."""
+"""Make the collection importable as ansible_collections.caas.backup from this checkout,
+and the test helpers of tests/support importable by name."""
 
 import os
 import sys
@@ -11,3 +12,6 @@ if not os.path.lexists(_link):
     os.symlink(REPO, _link)
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+SUPPORT = os.path.join(REPO, "tests", "support")
+if SUPPORT not in sys.path:
+    sys.path.insert(0, SUPPORT)

@@ -313,7 +313,8 @@ class S3Storage(Storage):
 
     @_s3_errors("reach")
     def _check(self) -> None:
-        self.client.head_bucket(Bucket=self.bucket)
+        # A listing, not HeadBucket: a HEAD reply has no body to name the cause (missing bucket, bad key).
+        self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
 
     @_s3_errors("delete from")
     def delete(self, keys: list[str]) -> dict[str, str]:

@@ -1,0 +1,82 @@
+"""Running the collection's modules and playbooks from tests, as Ansible runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTIONS = REPO / ".build" / "collections"
+INVENTORY = REPO / "playbooks" / "inventory" / "localhost.yml"
+
+
+def module_env(svc, **extra):
+    """The environment a module runs with: the services' S3 endpoint and keys, the collection importable."""
+    env = dict(os.environ)
+    env.update({k: v for k, v in svc.items() if k.startswith(("AWS_", "CAAS_S3"))})
+    env["PYTHONPATH"] = str(COLLECTIONS)
+    env.update(extra)
+    return env
+
+
+def run_module(name, args, env, check_mode=False):
+    """Run a module of the collection as Ansible does on a host: arguments in a file, JSON on stdout.
+
+    Returns the parsed result, with ``rc`` added.
+    """
+    module_args = dict(args)
+    if check_mode:
+        module_args["_ansible_check_mode"] = True
+    proc = subprocess.run(
+        [sys.executable, "-m", f"ansible_collections.caas.backup.plugins.modules.{name}"],
+        input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args}),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail(f"{name} printed no JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    result["rc"] = proc.returncode
+    return result
+
+
+def run_playbook(playbook, extra_vars, env, *more):
+    """Run ansible-playbook on the localhost inventory; returns the CompletedProcess."""
+    env = dict(env)
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ansible-playbook")),
+            "-i",
+            str(INVENTORY),
+            str(playbook),
+            "-e",
+            json.dumps(extra_vars),
+            *more,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+
+
+def s3_storage(svc, url):
+    """The collection's S3Storage for ``url`` on the session's S3 server."""
+    from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
+
+    return open_storage(
+        url,
+        endpoint_url=svc["CAAS_S3_ENDPOINT"],
+        access_key=svc["AWS_ACCESS_KEY_ID"],
+        secret_key=svc["AWS_SECRET_ACCESS_KEY"],
+    )
