@@ -66,7 +66,7 @@ def big_upload(svc, url, key, size_mib, pause=0.0, **popen):
 
 def test_large_upload_streams_with_bounded_memory(svc, s3_url, age_key):
     proc = big_upload(svc, s3_url, age_key, 96)
-    out, _ = proc.communicate(timeout=600)
+    out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0
     report = json.loads(out.strip().splitlines()[-1])
     assert report["same"], "the object read back differs from what was written"
