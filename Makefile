@@ -9,13 +9,16 @@ PY := $(BIN)/python
 COLLECTIONS := $(CURDIR)/.build/collections
 LINK := $(COLLECTIONS)/ansible_collections/caas/backup
 # Outside the checkout: inside it, ansible-test would ask git, which ignores .build/.
-SANITY_ROOT := $(or $(TMPDIR),/tmp)/caas-backup-sanity/ansible_collections/caas/backup
+# One per checkout, so two worktrees can run it at once.
+SANITY_ROOT := $(or $(TMPDIR),/tmp)/caas-backup-sanity-$(shell echo $(CURDIR) | md5sum | cut -c1-8)/ansible_collections/caas/backup
 APT_PACKAGES := redis-server age zstd git
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export PYTHONDONTWRITEBYTECODE := 1
+export NO_COLOR := 1
+export ANSIBLE_NOCOLOR := 1
 
 .PHONY: venv system-packages link test demo lint changelog-lint sanity pytest molecule build doc bench clean
 
@@ -65,7 +68,7 @@ pytest: venv
 
 ## molecule: role scenarios on localhost, with the real services up for their duration.
 molecule: venv
-	scripts/with-services bash -c 'molecule reset >/dev/null 2>&1 || true; molecule test --all'
+	scripts/with-services molecule test --all
 
 build: venv
 	ansible-galaxy collection build --force --output-path $(CURDIR)/.build/dist
