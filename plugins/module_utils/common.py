@@ -20,7 +20,15 @@ COLLECTION_VERSION = "0.1.0"
 
 
 class BackupError(Exception):
-    """An expected failure: its message says what failed and why."""
+    """An expected failure: its message says what failed and why.
+
+    Keyword arguments are result fields the module returns with its failure
+    (what was done before it failed, for instance).
+    """
+
+    def __init__(self, message: str, **details) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class ConfigurationError(BackupError):
@@ -181,7 +189,7 @@ class BackupModule(AnsibleModule):
     def fail_from_exception(self, exc: Exception, action: str, **result) -> None:
         """Fail with ``Failed to <action>: <cause>``; a traceback only for unexpected errors."""
         if isinstance(exc, BackupError):
-            self.fail_json(msg=f"Failed to {action}: {exc}", **result)
+            self.fail_json(msg=f"Failed to {action}: {exc}", **{**exc.details, **result})
         self.fail_json(
             msg=f"Failed to {action}: {type(exc).__name__}: {exc}", exception=traceback.format_exc(), **result
         )

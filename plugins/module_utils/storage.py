@@ -69,6 +69,14 @@ class Storage:
         """Delete objects; returns ``{key: reason}`` for those that could not be deleted."""
         raise NotImplementedError
 
+    def locked_until(self, key: str) -> datetime.datetime | None:
+        """Until when an object is protected from deletion (S3 Object Lock), if it is."""
+        return None
+
+    def clean_partial(self, before: datetime.datetime, dry_run: bool) -> list[str]:
+        """Remove what failed or killed writes left behind before ``before``; returns what was (or would be) removed."""
+        raise NotImplementedError
+
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object in one go."""
         with self.writer(key) as out:
@@ -148,6 +156,18 @@ class LocalStorage(Storage):
                     yield ObjectInfo(
                         key, st.st_size, datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
                     )
+
+    def clean_partial(self, before: datetime.datetime, dry_run: bool) -> list[str]:
+        found = []
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                path = os.path.join(directory, name)
+                if name.startswith(".partial-") and os.stat(path).st_mtime < before.timestamp():
+                    found.append(os.path.relpath(path, self.root))
+                    if not dry_run:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+        return sorted(found)
 
     def delete(self, keys: list[str]) -> dict[str, str]:
         failed = {}
@@ -315,6 +335,27 @@ class S3Storage(Storage):
     def _check(self) -> None:
         # A listing, not HeadBucket: a HEAD reply has no body to name the cause (missing bucket, bad key).
         self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
+
+    @_s3_errors("read the lock of")
+    def locked_until(self, key: str) -> datetime.datetime | None:
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        until = head.get("ObjectLockRetainUntilDate")
+        return until if until and until > datetime.datetime.now(datetime.timezone.utc) else None
+
+    @_s3_errors("clean unfinished uploads in")
+    def clean_partial(self, before: datetime.datetime, dry_run: bool) -> list[str]:
+        found = []
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"] < before:
+                    found.append(upload["Key"][cut:])
+                    if not dry_run:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+        return sorted(found)
 
     @_s3_errors("delete from")
     def delete(self, keys: list[str]) -> dict[str, str]:

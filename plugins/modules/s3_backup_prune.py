@@ -1,0 +1,195 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: s3_backup_prune
+short_description: Apply the retention policy to backup sets
+version_added: 0.1.0
+description:
+  - Plans, for every backup set in O(storage_url), keep or delete with the reasons, then deletes what the plan says.
+    Works on S3 (V(s3://)) and local (V(file://)) storage alike.
+  - "Defaults: C(mongo-full) daily 30, weekly 12, monthly 12, yearly 7; C(mongo-oplog) 7 days, but never a slice a
+    kept full backup's point-in-time window still needs; C(redis-rdb) and C(redis-aof) 7 days; C(kafka-meta) 90 days;
+    C(config) 365 days; sets tagged V(keep) forever."
+  - Daily, weekly (ISO weeks), monthly and yearly rules keep the newest complete set of each of the last N calendar
+    periods in UTC; V(days) keeps every complete set younger than N days.
+  - A set's manifest is deleted before its data, so an interrupted prune never leaves a set that looks complete but
+    is not. Object-locked sets are skipped and reported. Deletes go in batches of at most 1000 keys.
+  - When any set has an unreadable manifest, nothing is deleted and the module fails saying which.
+author: caas.backup developers (@caas-backup)
+options:
+  policy:
+    description:
+      - Rules per kind, replacing the defaults of the kinds it names, e.g. V({config: {days: 30}}).
+      - Rules are V(days), V(daily), V(weekly), V(monthly) and V(yearly), each a whole number >= 0.
+    type: dict
+    default: {}
+  kinds:
+    description:
+      - Kinds to prune; all when empty.
+    type: list
+    elements: str
+    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, config]
+    default: []
+  source_name:
+    description:
+      - Prune only this source; every source when omitted.
+    type: str
+  minimum_redundancy:
+    description:
+      - Never keep fewer than this many complete sets per kind and source, whatever the rules say.
+    type: int
+    default: 1
+  keep_tags:
+    description:
+      - Tags that keep a set forever.
+    type: list
+    elements: str
+    default: [keep]
+  incomplete_grace_hours:
+    description:
+      - Incomplete sets (no manifest) and unfinished uploads younger than this may still be being written and stay.
+    type: int
+    default: 24
+extends_documentation_fragment:
+  - caas.backup.common
+attributes:
+  check_mode:
+    support: full
+    description: The dry-run plan, with a reason per set; nothing is deleted.
+seealso:
+  - module: caas.backup.backup_info
+"""
+
+EXAMPLES = r"""
+- name: Show what the default retention would delete
+  caas.backup.s3_backup_prune:
+    storage_url: s3://caas-backups/prod
+  check_mode: true
+  register: plan
+
+- name: Prune, keeping configuration backups for 30 days only
+  caas.backup.s3_backup_prune:
+    storage_url: s3://caas-backups/prod
+    policy:
+      config: {days: 30}
+    minimum_redundancy: 2
+"""
+
+RETURN = r"""
+plan:
+  description: Every set considered, with C(action) (V(keep) or V(delete)) and C(reasons).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: config, source: app01, backup_id: 20250101T020000Z-3f9a, time: "2025-01-01T02:00:09Z", complete: true,
+       action: delete, reasons: [outside every retention rule]}
+deleted:
+  description: Sets deleted (or, in check mode, that would be), as C(<kind>/<source>/<backup_id>).
+  returned: always
+  type: list
+  elements: str
+kept:
+  description: Number of sets kept.
+  returned: always
+  type: int
+locked:
+  description: Sets the plan would delete but S3 Object Lock protects, with the lock's end.
+  returned: always
+  type: list
+  elements: dict
+failed:
+  description: Keys that could not be deleted, with the reason. The module fails when this is not empty.
+  returned: always
+  type: dict
+partial_uploads:
+  description: Leftovers of failed or killed writes (unfinished multipart uploads, partial files) removed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import datetime
+
+from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, StorageError
+
+
+def run(module: BackupModule) -> dict:
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, list_sets, utcnow
+    from ansible_collections.caas.backup.plugins.module_utils.retention import merge_policy, plan
+
+    p = module.params
+    policy = merge_policy(p["policy"])
+    storage = module.open_storage()
+    now = utcnow()
+    grace = datetime.timedelta(hours=p["incomplete_grace_hours"])
+    sets = [
+        s
+        for s in list_sets(storage, source=None)
+        if (not p["kinds"] or s.kind in p["kinds"]) and (not p["source_name"] or s.source == p["source_name"])
+    ]
+    decisions = plan(
+        sets,
+        now,
+        policy,
+        minimum_redundancy=p["minimum_redundancy"],
+        keep_tags=tuple(p["keep_tags"]),
+        incomplete_grace=grace,
+    )
+    doomed = [d.bset for d in decisions if not d.keep]
+    locked = []
+    for bset in [b for b in doomed if b.complete]:
+        until = storage.locked_until(f"{bset.prefix}/{MANIFEST}")
+        if until:
+            locked.append({"set": bset.prefix, "locked_until": until.isoformat()})
+    locked_sets = {entry["set"] for entry in locked}
+    doomed = [b for b in doomed if b.prefix not in locked_sets]
+    partial = storage.clean_partial(now - grace, dry_run=module.check_mode)
+    failed: dict[str, str] = {}
+    if not module.check_mode and doomed:
+        # Manifests first: a set whose manifest is gone is incomplete, never half-deleted yet "complete".
+        failed = storage.delete([f"{b.prefix}/{MANIFEST}" for b in doomed if b.complete])
+        emptied = [b for b in doomed if f"{b.prefix}/{MANIFEST}" not in failed]
+        failed.update(storage.delete([k for b in emptied for k in b.keys if not k.endswith(f"/{MANIFEST}")]))
+    result = dict(
+        changed=bool(doomed or partial),
+        plan=[d.as_dict() for d in decisions],
+        deleted=[b.prefix for b in doomed],
+        kept=sum(d.keep for d in decisions),
+        locked=locked,
+        failed=failed,
+        partial_uploads=partial,
+    )
+    if failed:
+        raise StorageError(
+            f"{len(failed)} object(s) could not be deleted, e.g. {next(iter(failed))}: {next(iter(failed.values()))}",
+            **result,
+        )
+    return result
+
+
+def main() -> None:
+    module = BackupModule(
+        dict(
+            policy=dict(type="dict", default={}),
+            kinds=dict(
+                type="list",
+                elements="str",
+                default=[],
+                choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config"],
+            ),
+            source_name=dict(type="str"),
+            minimum_redundancy=dict(type="int", default=1),
+            keep_tags=dict(type="list", elements="str", default=["keep"]),
+            incomplete_grace_hours=dict(type="int", default=24),
+        ),
+        supports_check_mode=True,
+    )
+    module.run(run, "prune backups")
+
+
+if __name__ == "__main__":
+    main()
