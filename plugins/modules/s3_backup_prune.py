@@ -22,7 +22,7 @@ author: caas.backup developers (@caas-backup)
 options:
   policy:
     description:
-      - Rules per kind, replacing the defaults of the kinds it names, e.g. V({config: {days: 30}}).
+      - "Rules per kind, replacing the defaults of the kinds it names, e.g. C({config: {days: 30}})."
       - Rules are V(days), V(daily), V(weekly), V(monthly) and V(yearly), each a whole number >= 0.
     type: dict
     default: {}

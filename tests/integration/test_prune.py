@@ -1,26 +1,12 @@
 """s3_backup_prune on real storage: S3 (moto) and a local directory."""
 
-import datetime
 import json
 
 import pytest
-from harness import module_env, run_module, s3_storage
+from harness import make_set, module_env, run_module, s3_storage
 
-from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, SetWriter, list_sets
+from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.storage import S3Storage, open_storage
-from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
-
-NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-
-
-def make(storage, days_ago, kind="config", tags=(), commit=True):
-    when = NOW - datetime.timedelta(days=days_ago)
-    writer = SetWriter(storage, kind, "app", WriteOptions("none"), tags, now=when)
-    with writer.object("data") as out:
-        out.write(b"x" * 100)
-    if commit:
-        writer.commit({}, finished_at=when)
-    return writer.prefix
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -39,7 +25,7 @@ def by_set(result):
 
 def test_dry_run_plans_with_reasons_and_deletes_nothing(target):
     url, storage, env = target
-    old, recent, forever = make(storage, 400), make(storage, 3), make(storage, 2000, tags=["keep"])
+    old, recent, forever = make_set(storage, 400), make_set(storage, 3), make_set(storage, 2000, tags=["keep"])
     before = sorted(o.key for o in storage.list(""))
     result = run_module("s3_backup_prune", {"storage_url": url}, env, check_mode=True)
     assert result["rc"] == 0, result
@@ -53,10 +39,10 @@ def test_dry_run_plans_with_reasons_and_deletes_nothing(target):
 
 def test_prune_deletes_old_and_abandoned_sets_and_keeps_the_rest(target):
     url, storage, env = target
-    old = make(storage, 400)
-    kept = [make(storage, 3), make(storage, 2000, tags=["keep"])]
-    abandoned = make(storage, 5, commit=False)
-    young_partial = make(storage, 0, commit=False)
+    old = make_set(storage, 400)
+    kept = [make_set(storage, 3), make_set(storage, 2000, tags=["keep"])]
+    abandoned = make_set(storage, 5, commit=False)
+    young_partial = make_set(storage, 0, commit=False)
     result = run_module("s3_backup_prune", {"storage_url": url}, env)
     assert result["rc"] == 0, result
     assert sorted(result["deleted"]) == sorted([old, abandoned])
@@ -69,7 +55,7 @@ def test_prune_deletes_old_and_abandoned_sets_and_keeps_the_rest(target):
 
 def test_minimum_redundancy_overrides_the_policy(target):
     url, storage, env = target
-    sets = [make(storage, d) for d in (900, 800, 700)]
+    sets = [make_set(storage, d) for d in (900, 800, 700)]
     result = run_module("s3_backup_prune", {"storage_url": url, "minimum_redundancy": 2}, env)
     assert result["deleted"] == [sets[0]]
     assert [s.prefix for s in list_sets(storage, "config")] == sets[1:]
@@ -77,8 +63,8 @@ def test_minimum_redundancy_overrides_the_policy(target):
 
 def test_unreadable_manifest_means_nothing_is_deleted(target):
     url, storage, env = target
-    old = make(storage, 400)
-    broken = make(storage, 500)
+    old = make_set(storage, 400)
+    broken = make_set(storage, 500)
     storage.put_bytes(f"{broken}/{MANIFEST}", b"{broken")
     before = sorted(o.key for o in storage.list(""))
     result = run_module("s3_backup_prune", {"storage_url": url}, env)
@@ -97,7 +83,7 @@ def test_unreadable_manifest_means_nothing_is_deleted(target):
 )
 def test_bad_policy_fails_and_deletes_nothing(target, policy, message):
     url, storage, env = target
-    make(storage, 400)
+    make_set(storage, 400)
     before = sorted(o.key for o in storage.list(""))
     result = run_module("s3_backup_prune", {"storage_url": url, "policy": policy}, env)
     assert result["rc"] == 1 and message in result["msg"]
@@ -122,7 +108,7 @@ def test_object_locked_sets_are_skipped_and_reported(svc, s3):
         object_lock_mode="COMPLIANCE",
         object_lock_days=1,
     )
-    prefix, recent = make(locked, 400), make(locked, 1)
+    prefix, recent = make_set(locked, 400), make_set(locked, 1)
     result = run_module("s3_backup_prune", {"storage_url": "s3://locked-backups/p"}, module_env(svc))
     assert result["rc"] == 0, result
     assert by_set(result)[prefix]["action"] == "delete"

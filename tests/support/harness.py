@@ -1,5 +1,6 @@
 """Running the collection's modules and playbooks from tests, as Ansible runs them."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -80,3 +81,20 @@ def s3_storage(svc, url):
         access_key=svc["AWS_ACCESS_KEY_ID"],
         secret_key=svc["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def make_set(storage, days_ago, kind="config", tags=(), commit=True):
+    """A small backup set of source ``app`` taken ``days_ago`` days ago (without its manifest unless ``commit``)."""
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter
+    from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
+
+    when = NOW - datetime.timedelta(days=days_ago)
+    writer = SetWriter(storage, kind, "app", WriteOptions("none"), tags, now=when)
+    with writer.object("data") as out:
+        out.write(b"x" * 100)
+    if commit:
+        writer.commit({}, finished_at=when)
+    return writer.prefix

@@ -1,0 +1,179 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: backup_info
+short_description: Report on backup sets - latest per kind, age, size, PITR coverage, alerts, metrics
+version_added: 0.1.0
+description:
+  - Reads the catalog in O(storage_url) and returns the newest complete set per kind and source with its age, size
+    and duration, each MongoDB source's point-in-time restore window, and the alerts the thresholds raise.
+  - Optionally writes the same facts as Prometheus textfile metrics for node_exporter.
+  - Changes nothing but the metrics file.
+author: caas.backup developers (@caas-backup)
+options:
+  kinds:
+    description:
+      - Kinds to report on; all when empty.
+    type: list
+    elements: str
+    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, config]
+    default: []
+  source_name:
+    description:
+      - Report only on this source.
+    type: str
+  max_age_hours:
+    description:
+      - Per kind, the age in hours past which the newest backup raises a critical alert. Merged over the defaults
+        C(mongo-full) 25, C(mongo-oplog) 1, C(redis-rdb) 7, C(redis-aof) 7, C(kafka-meta) 25, C(config) 25.
+    type: dict
+    default: {}
+  size_change_ratio:
+    description:
+      - Warn when the newest backup's size differs from the previous one's by more than this fraction
+        (V(0.5) is 50%). V(0) disables the check.
+    type: float
+    default: 0.5
+  expect:
+    description:
+      - Kind and source pairs that must have backups, as C(kind/source); a missing one is a critical alert.
+    type: list
+    elements: str
+    default: []
+  list_sets:
+    description:
+      - Also return every set (complete or not).
+    type: bool
+    default: false
+  metrics_path:
+    description:
+      - Write Prometheus text-format metrics to this file (atomically, mode 0644), e.g. for node_exporter's
+        textfile collector.
+    type: path
+extends_documentation_fragment:
+  - caas.backup.common
+attributes:
+  check_mode:
+    support: full
+    description: Reports as usual; the metrics file is not written.
+seealso:
+  - module: caas.backup.s3_backup_prune
+"""
+
+EXAMPLES = r"""
+- name: Check backup freshness and publish metrics
+  caas.backup.backup_info:
+    storage_url: s3://caas-backups/prod
+    expect: [mongo-full/rs0, redis-rdb/cache01, config/app01]
+    metrics_path: /var/lib/prometheus/node-exporter/caas_backup.prom
+  register: backups
+
+- name: Fail the job on a critical alert
+  ansible.builtin.assert:
+    that: backups.alerts | selectattr('severity', 'eq', 'critical') | list | length == 0
+    fail_msg: "{{ backups.alerts | map(attribute='message') | list }}"
+"""
+
+RETURN = r"""
+latest:
+  description: Newest complete set per kind and source.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: config, source: app01, backup_id: 20260221T020000Z-3f9a, time: "2026-02-21T02:00:09Z",
+       age_seconds: 3600, size: 48213, duration_seconds: 9.0, count: 31, incomplete: 0, total_size: 1494603}
+pitr:
+  description: Per MongoDB source, the earliest and latest point-in-time restore target and the gaps between.
+  returned: always
+  type: dict
+alerts:
+  description: Alerts raised, each with C(severity) (V(critical) or V(warning)), C(kind), C(source), C(message).
+  returned: always
+  type: list
+  elements: dict
+sets:
+  description: Every set, when O(list_sets) is set.
+  returned: when O(list_sets=true)
+  type: list
+  elements: dict
+metrics_path:
+  description: The metrics file written.
+  returned: when O(metrics_path) is set and not in check mode
+  type: str
+"""
+
+import os
+import tempfile
+
+from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, ConfigurationError
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` so a reader sees the old file or the new one, never half of it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".caas_backup-", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def run(module: BackupModule) -> dict:
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets, utcnow
+    from ansible_collections.caas.backup.plugins.module_utils.monitoring import (
+        DEFAULT_MAX_AGE_HOURS,
+        render_metrics,
+        summarize,
+    )
+
+    p = module.params
+    expected = []
+    for item in p["expect"]:
+        kind, _sep, source = item.partition("/")
+        if not source:
+            raise ConfigurationError(f"expect entry {item!r} is not kind/source")
+        expected.append((kind, source))
+    max_age = {**DEFAULT_MAX_AGE_HOURS, **p["max_age_hours"]}
+    storage = module.open_storage()
+    sets = [
+        s
+        for s in list_sets(storage)
+        if (not p["kinds"] or s.kind in p["kinds"]) and (not p["source_name"] or s.source == p["source_name"])
+    ]
+    now = utcnow()
+    result = dict(changed=False, **summarize(sets, now, max_age, p["size_change_ratio"], expected))
+    if p["list_sets"]:
+        result["sets"] = [s.summary() for s in sets]
+    if p["metrics_path"] and not module.check_mode:
+        write_atomically(p["metrics_path"], render_metrics(result, now))
+        result["metrics_path"] = p["metrics_path"]
+    return result
+
+
+def main() -> None:
+    module = BackupModule(
+        dict(
+            kinds=dict(
+                type="list",
+                elements="str",
+                default=[],
+                choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config"],
+            ),
+            source_name=dict(type="str"),
+            max_age_hours=dict(type="dict", default={}),
+            size_change_ratio=dict(type="float", default=0.5),
+            expect=dict(type="list", elements="str", default=[]),
+            list_sets=dict(type="bool", default=False),
+            metrics_path=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    module.run(run, "report on backups")
+
+
+if __name__ == "__main__":
+    main()
