@@ -121,3 +121,18 @@ options:
       - Source whose backups to read; needed only when several sources have backups of the kind.
     type: str
 """
+
+    SELECT = r"""
+options:
+  kinds:
+    description:
+      - Kinds of backup sets to look at; all when empty.
+    type: list
+    elements: str
+    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, config]
+    default: []
+  source_name:
+    description:
+      - Look only at this source's sets; every source when omitted.
+    type: str
+"""

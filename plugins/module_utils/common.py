@@ -96,6 +96,18 @@ READ_SPEC: dict = dict(
 )
 
 
+# Options of modules that look at many sets (prune, info): which kinds and source.
+SELECT_SPEC: dict = dict(
+    kinds=dict(
+        type="list",
+        elements="str",
+        default=[],
+        choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config"],
+    ),
+    source_name=dict(type="str"),
+)
+
+
 def _import_errors() -> dict[str, tuple[str, str | None]]:
     """Third-party libraries this collection needs, with the import error if missing."""
     missing: dict[str, tuple[str, str | None]] = {}
@@ -110,8 +122,8 @@ def _import_errors() -> dict[str, tuple[str, str | None]]:
 class BackupModule(AnsibleModule):
     """AnsibleModule with the collection's common options and error handling.
 
-    ``writes``/``reads`` add the options of modules that write or read backup
-    sets; ``libraries`` names extra Python modules the module needs, checked
+    ``writes``/``reads``/``selects`` add the options of modules that write,
+    read, or look over many backup sets; ``libraries`` names extra Python modules the module needs, checked
     with ``missing_required_lib`` so the error says what to install.
     """
 
@@ -121,6 +133,7 @@ class BackupModule(AnsibleModule):
         *,
         writes: bool = False,
         reads: bool = False,
+        selects: bool = False,
         libraries: tuple[str, ...] = (),
         **kwargs,
     ) -> None:
@@ -129,6 +142,8 @@ class BackupModule(AnsibleModule):
             spec.update(WRITE_SPEC)
         if reads:
             spec.update(READ_SPEC)
+        if selects:
+            spec.update(SELECT_SPEC)
         spec.update(argument_spec)
         super().__init__(argument_spec=spec, **kwargs)
         missing = _import_errors()
@@ -170,6 +185,13 @@ class BackupModule(AnsibleModule):
             level=p.get("compression_level"),
             recipients=tuple(p["encryption_recipients"] or ()),
         )
+
+    def selected_sets(self, storage) -> list:
+        """The catalog's sets of the ``kinds`` and ``source_name`` asked for (all when empty)."""
+        from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
+
+        kinds, source = self.params["kinds"], self.params["source_name"]
+        return [s for s in list_sets(storage) if (not kinds or s.kind in kinds) and (not source or s.source == source)]
 
     def identities(self) -> list[str]:
         """The age identities (secret keys) given to decrypt backups."""

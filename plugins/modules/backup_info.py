@@ -14,17 +14,6 @@ description:
   - Changes nothing but the metrics file.
 author: caas.backup developers (@caas-backup)
 options:
-  kinds:
-    description:
-      - Kinds to report on; all when empty.
-    type: list
-    elements: str
-    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, config]
-    default: []
-  source_name:
-    description:
-      - Report only on this source.
-    type: str
   max_age_hours:
     description:
       - Per kind, the age in hours past which the newest backup raises a critical alert. Merged over the defaults
@@ -55,6 +44,7 @@ options:
     type: path
 extends_documentation_fragment:
   - caas.backup.common
+  - caas.backup.common.select
 attributes:
   check_mode:
     support: full
@@ -123,7 +113,7 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets, utcnow
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import utcnow
     from ansible_collections.caas.backup.plugins.module_utils.monitoring import (
         DEFAULT_MAX_AGE_HOURS,
         render_metrics,
@@ -139,11 +129,7 @@ def run(module: BackupModule) -> dict:
         expected.append((kind, source))
     max_age = {**DEFAULT_MAX_AGE_HOURS, **p["max_age_hours"]}
     storage = module.open_storage()
-    sets = [
-        s
-        for s in list_sets(storage)
-        if (not p["kinds"] or s.kind in p["kinds"]) and (not p["source_name"] or s.source == p["source_name"])
-    ]
+    sets = module.selected_sets(storage)
     now = utcnow()
     result = dict(changed=False, **summarize(sets, now, max_age, p["size_change_ratio"], expected))
     if p["list_sets"]:
@@ -157,19 +143,13 @@ def run(module: BackupModule) -> dict:
 def main() -> None:
     module = BackupModule(
         dict(
-            kinds=dict(
-                type="list",
-                elements="str",
-                default=[],
-                choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config"],
-            ),
-            source_name=dict(type="str"),
             max_age_hours=dict(type="dict", default={}),
             size_change_ratio=dict(type="float", default=0.5),
             expect=dict(type="list", elements="str", default=[]),
             list_sets=dict(type="bool", default=False),
             metrics_path=dict(type="path"),
         ),
+        selects=True,
         supports_check_mode=True,
     )
     module.run(run, "report on backups")

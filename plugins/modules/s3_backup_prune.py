@@ -26,17 +26,6 @@ options:
       - Rules are V(days), V(daily), V(weekly), V(monthly) and V(yearly), each a whole number >= 0.
     type: dict
     default: {}
-  kinds:
-    description:
-      - Kinds to prune; all when empty.
-    type: list
-    elements: str
-    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, config]
-    default: []
-  source_name:
-    description:
-      - Prune only this source; every source when omitted.
-    type: str
   minimum_redundancy:
     description:
       - Never keep fewer than this many complete sets per kind and source, whatever the rules say.
@@ -55,6 +44,7 @@ options:
     default: 24
 extends_documentation_fragment:
   - caas.backup.common
+  - caas.backup.common.select
 attributes:
   check_mode:
     support: full
@@ -118,7 +108,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import BackupMo
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, list_sets, utcnow
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, utcnow
     from ansible_collections.caas.backup.plugins.module_utils.retention import merge_policy, plan
 
     p = module.params
@@ -126,11 +116,7 @@ def run(module: BackupModule) -> dict:
     storage = module.open_storage()
     now = utcnow()
     grace = datetime.timedelta(hours=p["incomplete_grace_hours"])
-    sets = [
-        s
-        for s in list_sets(storage, source=None)
-        if (not p["kinds"] or s.kind in p["kinds"]) and (not p["source_name"] or s.source == p["source_name"])
-    ]
+    sets = module.selected_sets(storage)
     decisions = plan(
         sets,
         now,
@@ -175,17 +161,11 @@ def main() -> None:
     module = BackupModule(
         dict(
             policy=dict(type="dict", default={}),
-            kinds=dict(
-                type="list",
-                elements="str",
-                default=[],
-                choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config"],
-            ),
-            source_name=dict(type="str"),
             minimum_redundancy=dict(type="int", default=1),
             keep_tags=dict(type="list", elements="str", default=["keep"]),
             incomplete_grace_hours=dict(type="int", default=24),
         ),
+        selects=True,
         supports_check_mode=True,
     )
     module.run(run, "prune backups")
