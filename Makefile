@@ -87,7 +87,7 @@ demo: venv
 
 ## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
 bench: venv
-	scripts/with-services $(PY) bench/storage.py
+	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py'
 
 clean:
 	rm -rf .build .state tests/output

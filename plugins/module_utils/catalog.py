@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from ansible_collections.caas.backup.plugins.module_utils.stream import (
 KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+MANIFEST_READERS = 8
 _ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{4}$")
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -239,8 +241,9 @@ def list_sets(storage: Storage, kind: str | None = None, source: str | None = No
         bset.size += info.size
         if parts[3] == MANIFEST:
             manifests.add(ident)
-    for ident in manifests:
-        _read_manifest(storage, sets[ident])
+    # Manifests are small and many (one GET each): read them a few at a time.
+    with ThreadPoolExecutor(MANIFEST_READERS) as pool:
+        list(pool.map(lambda ident: _read_manifest(storage, sets[ident]), manifests))
     return [sets[k] for k in sorted(sets)]
 
 

@@ -276,7 +276,7 @@ class S3Storage(Storage):
             retries={"mode": "standard", "max_attempts": 4},
             connect_timeout=10,
             read_timeout=120,
-            max_pool_connections=PARTS_IN_FLIGHT + 2,
+            max_pool_connections=10,
         )
         verify = ca_bundle if ca_bundle else validate_certs
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=verify)
