@@ -80,6 +80,7 @@ doc: venv
 	ansible-doc caas.backup.config_restore > /dev/null
 	ansible-doc caas.backup.s3_backup_prune > /dev/null
 	ansible-doc caas.backup.backup_info > /dev/null
+	ansible-doc caas.backup.backup_verify > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv

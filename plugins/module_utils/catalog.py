@@ -16,8 +16,8 @@ import json
 import re
 import secrets
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
@@ -37,6 +37,8 @@ from ansible_collections.caas.backup.plugins.module_utils.stream import (
 
 KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
 MANIFEST = "manifest.json"
+# Written beside a set after it is complete (backup_verify); not part of its size.
+VERIFICATION = "verification.json"
 FORMAT_VERSION = 1
 MANIFEST_READERS = 8
 _ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{4}$")
@@ -238,7 +240,8 @@ def list_sets(storage: Storage, kind: str | None = None, source: str | None = No
         ident = (parts[0], parts[1], parts[2])
         bset = sets.setdefault(ident, BackupSet(*ident))
         bset.keys.append(info.key)
-        bset.size += info.size
+        if parts[3] != VERIFICATION:
+            bset.size += info.size
         if parts[3] == MANIFEST:
             manifests.add(ident)
     # Manifests are small and many (one GET each): read them a few at a time.

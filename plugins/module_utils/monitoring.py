@@ -71,11 +71,14 @@ def summarize(
     max_age_hours: dict[str, float],
     size_change_ratio: float,
     expected: list[tuple[str, str]] = (),
+    verifications: dict[str, dict] | None = None,
 ) -> dict:
     """Latest set per kind and source, PITR coverage per MongoDB source, and the alerts these raise.
 
     ``expected`` lists (kind, source) pairs that must have a backup: a missing
     one is a critical alert, as is a newest set older than its kind's max age.
+    ``verifications`` maps a set's prefix to its last backup_verify report;
+    a failed one is a critical alert.
     """
     groups: dict[tuple[str, str], list[BackupSet]] = {}
     for bset in sets:
@@ -107,8 +110,21 @@ def summarize(
             "count": len(complete),
             "incomplete": incomplete,
             "total_size": sum(s.size for s in group),
+            "verification": None,
         }
         latest.append(entry)
+        report = (verifications or {}).get(newest.prefix)
+        if report is not None:
+            entry["verification"] = {k: report.get(k) for k in ("ok", "level", "verified_at")}
+            if not report.get("ok"):
+                alerts.append(
+                    {
+                        "severity": "critical",
+                        "kind": kind,
+                        "source": source,
+                        "message": f"verification of the newest {kind} backup of {source} failed",
+                    }
+                )
         limit = max_age_hours.get(kind)
         if limit is not None and age > limit * 3600:
             alerts.append(
@@ -209,6 +225,12 @@ def render_metrics(summary: dict, now: datetime.datetime) -> str:
         "gauge",
         "Latest point-in-time restore target.",
         [({"source": s}, parse_time(w["latest"]).timestamp()) for s, w in windows],
+    )
+    metric(
+        "caas_backup_last_verification_success",
+        "gauge",
+        "1 when the newest backup's last verification passed, 0 when it failed.",
+        [(lab, int(bool(e["verification"]["ok"]))) for lab, e in per_set if e["verification"]],
     )
     metric(
         "caas_backup_alerts",

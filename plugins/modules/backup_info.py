@@ -119,6 +119,7 @@ def run(module: BackupModule) -> dict:
         render_metrics,
         summarize,
     )
+    from ansible_collections.caas.backup.plugins.module_utils.verify import last_verification
 
     p = module.params
     expected = []
@@ -131,7 +132,12 @@ def run(module: BackupModule) -> dict:
     storage = module.open_storage()
     sets = module.selected_sets(storage)
     now = utcnow()
-    result = dict(changed=False, **summarize(sets, now, max_age, p["size_change_ratio"], expected))
+    newest = {(s.kind, s.source): s for s in sets if s.complete}  # sets come oldest first
+    verifications = {b.prefix: last_verification(storage, b) for b in newest.values()}
+    summary = summarize(
+        sets, now, max_age, p["size_change_ratio"], expected, {k: v for k, v in verifications.items() if v is not None}
+    )
+    result = dict(changed=False, **summary)
     if p["list_sets"]:
         result["sets"] = [s.summary() for s in sets]
     if p["metrics_path"] and not module.check_mode:
