@@ -81,6 +81,7 @@ doc: venv
 	ansible-doc caas.backup.s3_backup_prune > /dev/null
 	ansible-doc caas.backup.backup_info > /dev/null
 	ansible-doc caas.backup.backup_verify > /dev/null
+	ansible-doc caas.backup.backup_notify > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv

@@ -123,7 +123,8 @@ class BackupModule(AnsibleModule):
     """AnsibleModule with the collection's common options and error handling.
 
     ``writes``/``reads``/``selects`` add the options of modules that write,
-    read, or look over many backup sets; ``libraries`` names extra Python modules the module needs, checked
+    read, or look over many backup sets (``storage=False`` for a module that
+    touches no storage); ``libraries`` names extra Python modules the module needs, checked
     with ``missing_required_lib`` so the error says what to install.
     """
 
@@ -134,10 +135,11 @@ class BackupModule(AnsibleModule):
         writes: bool = False,
         reads: bool = False,
         selects: bool = False,
+        storage: bool = True,
         libraries: tuple[str, ...] = (),
         **kwargs,
     ) -> None:
-        spec = dict(STORAGE_SPEC)
+        spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
         if reads:
