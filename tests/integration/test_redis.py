@@ -11,7 +11,8 @@ import struct
 import pytest
 import redis
 import services
-from harness import module_env, run_module
+from harness import REPO, module_env, run_module, run_playbook
+from test_playbooks import ArgvWatch
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.redis_backup import crc64
@@ -319,3 +320,37 @@ def test_redis_not_running(env, storage_url):
     ):
         result = run_module(module, dict(storage_url=storage_url, login_port=port, connect_timeout=2, **args), env)
         assert result["rc"] == 1 and "is not running or cannot be reached" in result["msg"], result
+
+
+def test_backup_and_dr_playbooks_restore_redis(instances, svc, s3_url, age_key, tmp_path):
+    """backup.yml with caas_backup_redis, then dr.yml with the redis component: the data comes back, the
+    report has the Redis backup time, and the password shows up in no argv and no output."""
+    inst = instances(requirepass=PASSWORD)
+    fill(inst.client())
+    expected = contents(inst.client())
+    report = tmp_path / "dr-report.json"
+    extra = {
+        "caas_backup_storage_url": s3_url,
+        "caas_backup_s3_endpoint_url": svc["CAAS_S3_ENDPOINT"],
+        "caas_backup_encryption_recipients": [age_key["recipient"]],
+        "caas_backup_encryption_identity_file": age_key["file"],
+        "caas_backup_config": False,
+        "caas_backup_redis": True,
+        "redis_backup_login_port": inst.port,
+        "redis_backup_start_command": services.redis_start_command(inst.handle),
+        "dr_site_components": ["redis"],
+        "dr_site_report_path": str(report),
+    }
+    env = module_env(svc, REDIS_PASSWORD=PASSWORD)
+    with ArgvWatch([PASSWORD]) as watch:
+        backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, env, "-v")
+        assert backup.returncode == 0, backup.stdout + backup.stderr
+        change(inst.client())
+        dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, env, "-v")
+        assert dr.returncode == 0, dr.stdout + dr.stderr
+    assert watch.samples > 5 and watch.found == [], watch.found
+    assert contents(inst.client()) == expected
+    measured = json.loads(report.read_text())
+    assert measured["components"]["redis"]["backup_time"] == measured["oldest_backup"]
+    for output in (backup.stdout, backup.stderr, dr.stdout, dr.stderr):
+        assert PASSWORD not in output
