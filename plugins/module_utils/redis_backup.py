@@ -541,7 +541,7 @@ def aof_snapshot(conn: Connection, out) -> dict:
         _wait(conn, "the running AOF rewrite", conn.timeout,
               lambda i: not i.get("aof_rewrite_in_progress") and not i.get("aof_rewrite_scheduled"))
         entries = _aof_manifest(os.path.join(directory, manifest_name))
-        facts: dict = {"aof_files": [name for name, _ in entries], "aof_dir": os.path.basename(directory)}
+        facts: dict = {"aof_files": [entry[0] for entry in entries], "aof_dir": os.path.basename(directory)}
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
             tar.add(os.path.join(directory, manifest_name), arcname=manifest_name)
             for name, kind in entries:

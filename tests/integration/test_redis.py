@@ -105,8 +105,8 @@ def contents(client):
         for key in client.keys("*"):
             kind = client.type(key)
             value = {
-                "string": lambda k: client.get(k),
-                "hash": lambda k: client.hgetall(k),
+                "string": client.get,
+                "hash": client.hgetall,
                 "list": lambda k: client.lrange(k, 0, -1),
                 "set": lambda k: sorted(client.smembers(k)),
                 "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
