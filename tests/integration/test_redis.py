@@ -7,6 +7,7 @@ there is no systemd here; the ``service`` path (systemctl) is not exercised by t
 import json
 import os
 import struct
+import subprocess
 
 import pytest
 import redis
@@ -354,3 +355,31 @@ def test_backup_and_dr_playbooks_restore_redis(instances, svc, s3_url, age_key, 
     assert measured["components"]["redis"]["backup_time"] == measured["oldest_backup"]
     for output in (backup.stdout, backup.stderr, dr.stdout, dr.stderr):
         assert PASSWORD not in output
+
+
+def test_tls_snapshot_both_methods_and_restore(instances, env, storage_url, tmp_path):
+    """rediss:// with a CA file: redis-py for BGSAVE and restore, the raw TLS socket for the replication fetch."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    tls_port = services.free_port()
+    inst = instances(**{
+        "tls-port": str(tls_port), "tls-cert-file": str(cert), "tls-key-file": str(key),
+        "tls-ca-cert-file": str(cert), "tls-auth-clients": "no", "tls-replication": "yes",
+    })
+    fill(inst.client())
+    expected = contents(inst.client())
+    tls = dict(url=f"rediss://127.0.0.1:{tls_port}", tls_ca_cert=str(cert))
+    for method in ("bgsave", "replication"):
+        result = run_module("redis_snapshot", dict(tls, storage_url=storage_url, method=method), env)
+        assert result["rc"] == 0, result
+    change(inst.client())
+    start = services.redis_start_command(inst.handle)
+    result = run_module("redis_restore", dict(tls, storage_url=storage_url, start_command=start), env)
+    assert result["rc"] == 0, result
+    assert contents(inst.client()) == expected
+    result = run_module("redis_snapshot", dict(url=f"rediss://127.0.0.1:{tls_port}", storage_url=storage_url), env)
+    assert result["rc"] == 1 and "CERTIFICATE_VERIFY_FAILED" in result["msg"], result
