@@ -383,3 +383,27 @@ def test_tls_snapshot_both_methods_and_restore(instances, env, storage_url, tmp_
     assert contents(inst.client()) == expected
     result = run_module("redis_snapshot", dict(url=f"rediss://127.0.0.1:{tls_port}", storage_url=storage_url), env)
     assert result["rc"] == 1 and "CERTIFICATE_VERIFY_FAILED" in result["msg"], result
+
+
+def test_bgsave_reuses_a_recent_save_and_diskless_replication(instances, env, storage_url):
+    """max_age reuses the last save (and then claims no exact counts); diskless fetch reads the $EOF: form."""
+    inst = instances(**{"repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0"})
+    fill(inst.client())
+    first = snapshot(env, inst, storage_url)
+    assert not first["reused_save"] and first["facts"]["keys_exact"]
+    again = snapshot(env, inst, storage_url, max_age=3600)
+    assert again["reused_save"] and not again["facts"]["keys_exact"]
+    assert again["facts"]["crc64"] == first["facts"]["crc64"]
+    diskless = snapshot(env, inst, storage_url, method="replication", diskless=True)
+    assert diskless["facts"]["keys"] == 8 and diskless["facts"]["rdb_version"] == 10
+
+
+def test_restore_with_a_wrong_password_touches_nothing(instances, env, storage_url):
+    inst = instances(requirepass=PASSWORD)
+    fill(inst.client())
+    snapshot(env, inst, storage_url)
+    change(inst.client())
+    pid = inst.pid()
+    result = restore(env, inst, storage_url, login_password="wrong")
+    assert result["rc"] == 1 and "refused the credentials" in result["msg"], result
+    assert_untouched(inst, pid)
