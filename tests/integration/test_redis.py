@@ -407,3 +407,36 @@ def test_restore_with_a_wrong_password_touches_nothing(instances, env, storage_u
     result = restore(env, inst, storage_url, login_password="wrong")
     assert result["rc"] == 1 and "refused the credentials" in result["msg"], result
     assert_untouched(inst, pid)
+
+
+def test_restore_through_a_service_unit(instances, env, storage_url, tmp_path):
+    """The service path, with a stand-in systemctl first on PATH (there is no systemd here): it stops Redis with
+    SHUTDOWN NOSAVE and starts the same redis-server; the module edits the config file for appendonly no,
+    and CONFIG REWRITE turns it back on."""
+    inst = instances()
+    fill(inst.client())
+    expected = contents(inst.client())
+    snapshot(env, inst, storage_url)
+    change(inst.client())
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "systemctl.calls"
+    argv = " ".join(services.redis_start_command(inst.handle))
+    (bindir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'case "$1" in\n'
+        f"  stop) redis-cli -p {inst.port} shutdown nosave >/dev/null 2>&1 ;;\n"
+        f"  start) setsid {argv} >> {tmp_path}/redis-unit.log 2>&1 < /dev/null & ;;\n"
+        "esac\n"
+    )
+    (bindir / "systemctl").chmod(0o755)
+    service_env = dict(env, PATH=f"{bindir}:{env['PATH']}")
+    result = run_module(
+        "redis_restore", dict(inst.args(), storage_url=storage_url, service="redis-test.service"), service_env
+    )
+    assert result["rc"] == 0, result
+    assert calls.read_text().splitlines() == ["stop redis-test.service", "start redis-test.service"]
+    assert contents(inst.client()) == expected
+    assert inst.client().config_get("appendonly")["appendonly"] == "yes"
+    assert "appendonly yes" in (inst.handle.dir / "redis.conf").read_text()
