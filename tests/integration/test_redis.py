@@ -440,3 +440,46 @@ def test_restore_through_a_service_unit(instances, env, storage_url, tmp_path):
     assert contents(inst.client()) == expected
     assert inst.client().config_get("appendonly")["appendonly"] == "yes"
     assert "appendonly yes" in (inst.handle.dir / "redis.conf").read_text()
+
+
+def test_restore_without_a_config_file(env, storage_url, tmp_path):
+    """A Redis started with options only: the module starts it with --appendonly no appended to start_command
+    (a later option wins), then turns the AOF on with CONFIG SET; there is no file to CONFIG REWRITE."""
+    port = services.free_port()
+    data = tmp_path / "bare"
+    argv = [services.binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--appendonly", "yes", "--save", ""]
+    handle = services._spawn("redis", argv, data, port, f"redis://127.0.0.1:{port}/0", 30)
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        fill(client)
+        expected = contents(client)
+        assert run_module("redis_snapshot", dict(storage_url=storage_url, login_port=port), env)["rc"] == 0
+        change(client)
+        result = run_module(
+            "redis_restore", dict(storage_url=storage_url, login_port=port, start_command=argv), env
+        )
+        assert result["rc"] == 0, result
+        assert not any("CONFIG REWRITE" in step for step in result["steps"])
+        assert contents(client) == expected
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+    finally:
+        pid = int(client.info("server")["process_id"])
+        handle.stop()
+        services.stop_pid(pid)
+
+
+def test_stock_tools_open_a_snapshot(instances, env, storage_url, age_key, tmp_path):
+    """The disaster path without the collection: age -d | zstd -d gives an RDB that redis-check-rdb accepts."""
+    inst = instances()
+    fill(inst.client())
+    made = snapshot(env, inst, storage_url, encryption_recipients=[age_key["recipient"]])
+    stored = made["location"][len("file://"):] + "/dump.rdb.zst.age"
+    rdb = tmp_path / "dump.rdb"
+    with open(rdb, "wb") as out:
+        age = subprocess.Popen(["age", "-d", "-i", age_key["file"], stored], stdout=subprocess.PIPE)
+        subprocess.run(["zstd", "-d", "-q"], stdin=age.stdout, stdout=out, check=True)
+        assert age.wait() == 0
+    check = subprocess.run(["redis-check-rdb", str(rdb)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
+    assert rdb.stat().st_size == made["facts"]["rdb_size"]
