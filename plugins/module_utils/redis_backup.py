@@ -693,6 +693,18 @@ def inspect_target(
     )
 
 
+def _own_like(path: str, reference: str) -> None:
+    """Give ``path`` (and what is below it) the owner of ``reference``, so a Redis running as its own user
+    (the systemd case, while this module runs as root) can write beside and replace what was placed."""
+    st = os.stat(reference)
+    if os.geteuid() != 0 or st.st_uid == 0:
+        return
+    os.chown(path, st.st_uid, st.st_gid)
+    for directory, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(directory, name), st.st_uid, st.st_gid)
+
+
 def _set_appendonly(text: str, value: str) -> str:
     """Config text with every ``appendonly`` directive replaced by one saying ``value``."""
     lines = [line for line in text.splitlines() if line.strip().split(" ", 1)[0].lower() != "appendonly"]
@@ -758,6 +770,7 @@ class Restore:
             else:
                 extract_aof(reader, self.staged, self.target.appendfilename + ".manifest")
                 facts = {}
+            _own_like(self.staged, self.target.data_dir)
         except BaseException:
             self.discard_staged()
             raise
@@ -776,6 +789,9 @@ class Restore:
         proc = subprocess.run(["systemctl", verb, self.target.service], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SourceError(f"systemctl {verb} {self.target.service} failed: {proc.stderr.strip()}")
+
+    def _systemctl_ok(self, verb: str) -> bool:
+        return subprocess.run(["systemctl", verb, "--quiet", self.target.service], check=False).returncode == 0
 
     def _stop(self) -> None:
         t = self.target
@@ -830,6 +846,8 @@ class Restore:
         client = t.conn.client(timeout=t.conn.connect_timeout)
         last = "no answer"
         while True:
+            if t.service and self._systemctl_ok("is-failed"):
+                raise SourceError(f"{t.service} failed while starting (see journalctl -u {t.service})")
             if self._process is not None and self._process.poll() is not None:
                 raise SourceError(
                     f"Redis exited with code {self._process.returncode} while starting ({_tail(t.start_log)})"

@@ -58,6 +58,8 @@ attributes:
     description: Connects, reports the server's facts and what would be copied, and writes nothing.
 notes:
   - The source name defaults to the host name (this machine's for a loopback address) and the port.
+  - With O(aof=true) only automatic rewrites are held off; a C(BGREWRITEAOF) someone else issues during the copy
+    is not prevented (the copy then fails or holds files of the old generation, which Redis still loads).
 seealso:
   - module: caas.backup.redis_restore
 """

@@ -428,6 +428,7 @@ def test_restore_through_a_service_unit(instances, env, storage_url, tmp_path):
         f'case "$1" in\n'
         f"  stop) redis-cli -p {inst.port} shutdown nosave >/dev/null 2>&1 ;;\n"
         f"  start) setsid {argv} >> {tmp_path}/redis-unit.log 2>&1 < /dev/null & ;;\n"
+        "  is-failed) exit 1 ;;\n"
         "esac\n"
     )
     (bindir / "systemctl").chmod(0o755)
@@ -436,7 +437,8 @@ def test_restore_through_a_service_unit(instances, env, storage_url, tmp_path):
         "redis_restore", dict(inst.args(), storage_url=storage_url, service="redis-test.service"), service_env
     )
     assert result["rc"] == 0, result
-    assert calls.read_text().splitlines() == ["stop redis-test.service", "start redis-test.service"]
+    called = [line for line in calls.read_text().splitlines() if not line.startswith("is-failed")]
+    assert called == ["stop redis-test.service", "start redis-test.service"]
     assert contents(inst.client()) == expected
     assert inst.client().config_get("appendonly")["appendonly"] == "yes"
     assert "appendonly yes" in (inst.handle.dir / "redis.conf").read_text()
