@@ -355,7 +355,12 @@ def bgsave(conn: Connection, max_age: int) -> tuple[str, bool]:
     info = _persistence(conn, client)
     path = os.path.join(_config_get(conn, client, "dir"), _config_get(conn, client, "dbfilename"))
     age = time.time() - int(info.get("rdb_last_save_time", 0))
-    fresh = info.get("rdb_last_bgsave_status") == "ok" and not info.get("rdb_bgsave_in_progress")
+    # rdb_saves > 0: at startup LASTSAVE is the start time, though the file on disk may be older than the data.
+    fresh = (
+        info.get("rdb_last_bgsave_status") == "ok"
+        and not info.get("rdb_bgsave_in_progress")
+        and int(info.get("rdb_saves", 0)) > 0
+    )
     if max_age > 0 and fresh and age <= max_age and os.path.exists(path):
         return path, True
     # A save already running began before this request: wait for it, then start ours.

@@ -409,6 +409,25 @@ def test_restore_with_a_wrong_password_touches_nothing(instances, env, storage_u
     assert_untouched(inst, pid)
 
 
+def fake_systemctl(env, tmp_path, inst, start, is_failed):
+    """A stand-in systemctl first on PATH: stop is SHUTDOWN NOSAVE, start and is-failed run the given shell;
+    ``{argv}`` in ``start`` is the instance's redis-server command. Returns the module environment."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    argv = " ".join(services.redis_start_command(inst.handle)) + " >/dev/null 2>&1 </dev/null"
+    (bindir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f'  stop) echo "$*" >> {tmp_path}/systemctl.calls\n'
+        f"        redis-cli -p {inst.port} shutdown nosave >/dev/null 2>&1; true ;;\n"
+        f"  start) {start.replace('{argv}', argv)} ;;\n"
+        f"  is-failed) {is_failed} ;;\n"
+        "esac\n"
+    )
+    (bindir / "systemctl").chmod(0o755)
+    return dict(env, PATH=f"{bindir}:{env['PATH']}")
+
+
 def test_restore_through_a_service_unit(instances, env, storage_url, tmp_path):
     """The service path, with a stand-in systemctl first on PATH (there is no systemd here): it stops Redis with
     SHUTDOWN NOSAVE and starts the same redis-server; the module edits the config file for appendonly no,
@@ -418,21 +437,8 @@ def test_restore_through_a_service_unit(instances, env, storage_url, tmp_path):
     expected = contents(inst.client())
     snapshot(env, inst, storage_url)
     change(inst.client())
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
     calls = tmp_path / "systemctl.calls"
-    argv = " ".join(services.redis_start_command(inst.handle))
-    (bindir / "systemctl").write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> {calls}\n'
-        f'case "$1" in\n'
-        f"  stop) redis-cli -p {inst.port} shutdown nosave >/dev/null 2>&1 ;;\n"
-        f"  start) setsid {argv} >> {tmp_path}/redis-unit.log 2>&1 < /dev/null & ;;\n"
-        "  is-failed) exit 1 ;;\n"
-        "esac\n"
-    )
-    (bindir / "systemctl").chmod(0o755)
-    service_env = dict(env, PATH=f"{bindir}:{env['PATH']}")
+    service_env = fake_systemctl(env, tmp_path, inst, f'echo "$*" >> {calls}; setsid {{argv}} &', "exit 1")
     result = run_module(
         "redis_restore", dict(inst.args(), storage_url=storage_url, service="redis-test.service"), service_env
     )
@@ -485,3 +491,25 @@ def test_stock_tools_open_a_snapshot(instances, env, storage_url, age_key, tmp_p
     check = subprocess.run(["redis-check-rdb", str(rdb)], capture_output=True, text=True, check=False)
     assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
     assert rdb.stat().st_size == made["facts"]["rdb_size"]
+
+
+def test_a_unit_that_fails_to_start_is_rolled_back(instances, env, storage_url, tmp_path):
+    """The stand-in systemctl's first start fails (the unit is "failed"); the module stops waiting at once,
+    puts the old data back, and its second start brings Redis up with it."""
+    inst = instances()
+    fill(inst.client())
+    snapshot(env, inst, storage_url)
+    change(inst.client())
+    starts = tmp_path / "starts"
+    service_env = fake_systemctl(
+        env, tmp_path, inst,
+        f"echo x >> {starts}; [ $(wc -l < {starts}) -ge 2 ] && setsid {{argv}} &",  # the first start fails
+        f"[ $(wc -l < {starts}) -lt 2 ]",
+    )
+    result = run_module(
+        "redis_restore", dict(inst.args(), storage_url=storage_url, service="redis-test.service"), service_env
+    )
+    assert result["rc"] == 1, result
+    assert "redis-test.service failed while starting" in result["msg"]
+    assert "the previous data was put back and Redis is running again" in result["msg"]
+    assert inst.client().get("after-backup") == "must go away" and inst.client().dbsize() == 1
