@@ -82,6 +82,8 @@ doc: venv
 	ansible-doc caas.backup.backup_info > /dev/null
 	ansible-doc caas.backup.backup_verify > /dev/null
 	ansible-doc caas.backup.backup_notify > /dev/null
+	ansible-doc caas.backup.redis_snapshot > /dev/null
+	ansible-doc caas.backup.redis_restore > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv
@@ -90,6 +92,7 @@ demo: venv
 ## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
 bench: venv
 	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py'
+	$(PY) bench/redis.py  # starts its own redis-server
 
 clean:
 	rm -rf .build .state tests/output

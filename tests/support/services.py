@@ -433,6 +433,11 @@ def start_redis(
     return _spawn("redis", [binary("redis-server"), str(path)], dir, port, url, timeout)
 
 
+def redis_start_command(handle: Handle) -> list[str]:
+    """Return the argv :func:`start_redis` ran *handle* with (its config file holds any password)."""
+    return [binary("redis-server"), str(handle.dir / "redis.conf")]
+
+
 def start_kafka(dir: Path, port: int | None = None, *, timeout: float = TIMEOUT) -> Handle:
     """Start a Tansu broker (memory storage) advertising ``127.0.0.1:<port>``."""
     port = port or free_port()
