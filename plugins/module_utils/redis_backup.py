@@ -52,8 +52,20 @@ CHUNK = 1024 * 1024
 RDB_MAGIC = b"REDIS"
 RDB_EOF = 0xFF
 # The RDB version each Redis release writes (and the newest it loads).
-RDB_VERSIONS = {(2, 6): 6, (2, 8): 6, (3, 0): 7, (3, 2): 8, (4, 0): 8, (5, 0): 9, (6, 0): 9, (6, 2): 9,
-                (7, 0): 10, (7, 2): 11, (7, 4): 12, (8, 0): 12}
+RDB_VERSIONS = {
+    (2, 6): 6,
+    (2, 8): 6,
+    (3, 0): 7,
+    (3, 2): 8,
+    (4, 0): 8,
+    (5, 0): 9,
+    (6, 0): 9,
+    (6, 2): 9,
+    (7, 0): 10,
+    (7, 2): 11,
+    (7, 4): 12,
+    (8, 0): 12,
+}
 ROLLBACK_PREFIX = ".caas-rollback-"
 STAGING_PREFIX = ".caas-restore-"
 
@@ -63,9 +75,7 @@ CONNECTION_SPEC: dict = dict(
     login_host=dict(type="str", default="127.0.0.1"),
     login_port=dict(type="int", default=6379),
     login_user=dict(type="str"),
-    login_password=dict(
-        type="str", no_log=True, fallback=(env_fallback, ["REDIS_PASSWORD", "CAAS_REDIS_PASSWORD"])
-    ),
+    login_password=dict(type="str", no_log=True, fallback=(env_fallback, ["REDIS_PASSWORD", "CAAS_REDIS_PASSWORD"])),
     tls=dict(type="bool", default=False),
     tls_ca_cert=dict(type="path"),
     tls_cert=dict(type="path"),
@@ -109,13 +119,21 @@ class Connection:
     def client(self, timeout: float | None = None):
         """A redis-py client (no connection is made until the first command)."""
         kwargs: dict = dict(
-            host=self.host, port=self.port, username=self.username, password=self.password,
-            socket_connect_timeout=self.connect_timeout, socket_timeout=timeout or self.timeout,
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=timeout or self.timeout,
         )
         if self.tls:
             kwargs.update(
-                ssl=True, ssl_ca_certs=self.ca_cert, ssl_certfile=self.cert, ssl_keyfile=self.key,
-                ssl_cert_reqs="required" if self.verify else "none", ssl_check_hostname=self.verify,
+                ssl=True,
+                ssl_ca_certs=self.ca_cert,
+                ssl_certfile=self.cert,
+                ssl_keyfile=self.key,
+                ssl_cert_reqs="required" if self.verify else "none",
+                ssl_check_hostname=self.verify,
             )
         return redis.Redis(**kwargs)
 
@@ -166,9 +184,17 @@ def connection_from_params(params: dict) -> Connection:
         tls = tls or parsed.scheme == "rediss"
         user = user or (unquote(parsed.username) if parsed.username else None)
     return Connection(
-        host=host, port=port, username=user, password=params.get("login_password") or None, tls=tls,
-        ca_cert=params.get("tls_ca_cert"), cert=params.get("tls_cert"), key=params.get("tls_key"),
-        verify=params["tls_verify"], connect_timeout=params["connect_timeout"], timeout=params["timeout"],
+        host=host,
+        port=port,
+        username=user,
+        password=params.get("login_password") or None,
+        tls=tls,
+        ca_cert=params.get("tls_ca_cert"),
+        cert=params.get("tls_cert"),
+        key=params.get("tls_key"),
+        verify=params["tls_verify"],
+        connect_timeout=params["connect_timeout"],
+        timeout=params["timeout"],
     )
 
 
@@ -193,7 +219,8 @@ def server_facts(conn: Connection, client=None) -> dict:
     info = _redis_call(conn, "INFO", client.info, "all")
     keyspace = {
         name[2:]: {"keys": int(v.get("keys", 0)), "expires": int(v.get("expires", 0))}
-        for name, v in info.items() if name.startswith("db") and name[2:].isdigit() and isinstance(v, dict)
+        for name, v in info.items()
+        if name.startswith("db") and name[2:].isdigit() and isinstance(v, dict)
     }
     return {
         "redis_version": str(info.get("redis_version", "")),
@@ -368,9 +395,14 @@ def bgsave(conn: Connection, max_age: int) -> tuple[str, bool]:
     saves = int(_persistence(conn, client).get("rdb_saves", -1))
     _redis_call(conn, "BGSAVE", client.bgsave, True)  # SCHEDULE: waits for a running AOF rewrite
     info = _wait(
-        conn, "BGSAVE", conn.timeout,
-        lambda i: not i.get("rdb_bgsave_in_progress") and not i.get("rdb_bgsave_scheduled", 0)
-        and int(i.get("rdb_saves", saves + 1)) > saves,
+        conn,
+        "BGSAVE",
+        conn.timeout,
+        lambda i: (
+            not i.get("rdb_bgsave_in_progress")
+            and not i.get("rdb_bgsave_scheduled", 0)
+            and int(i.get("rdb_saves", saves + 1)) > saves
+        ),
     )
     if info.get("rdb_last_bgsave_status") != "ok":
         status = info.get("rdb_last_bgsave_status")
@@ -543,8 +575,12 @@ def aof_snapshot(conn: Connection, out) -> dict:
     percentage = _config_get(conn, client, "auto-aof-rewrite-percentage")
     _redis_call(conn, "CONFIG SET", client.config_set, "auto-aof-rewrite-percentage", "0")
     try:
-        _wait(conn, "the running AOF rewrite", conn.timeout,
-              lambda i: not i.get("aof_rewrite_in_progress") and not i.get("aof_rewrite_scheduled"))
+        _wait(
+            conn,
+            "the running AOF rewrite",
+            conn.timeout,
+            lambda i: not i.get("aof_rewrite_in_progress") and not i.get("aof_rewrite_scheduled"),
+        )
         entries = _aof_manifest(os.path.join(directory, manifest_name))
         facts: dict = {"aof_files": [entry[0] for entry in entries], "aof_dir": os.path.basename(directory)}
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
@@ -619,6 +655,60 @@ def deep_check_rdb(path: str, timeout: float) -> dict:
     return {"redis_check_rdb": "ok"}
 
 
+def scratch_key_count(directory: str, timeout: float, aof: tuple[str, str] | None = None) -> int:
+    """Load ``directory``'s ``dump.rdb`` (or, with ``aof`` = (dir name, appendfilename), its AOF) into a
+    throwaway ``redis-server`` on a unix socket, and return the keys of every database.
+
+    The server listens on no TCP port, saves nothing, and is stopped before returning.
+    """
+    binary = find_binary("redis-server")
+    if not binary:
+        raise SourceError("redis-server is not installed: a test restore needs it")
+    sock = os.path.join(directory, "redis.sock")
+    argv = [
+        binary,
+        "--port",
+        "0",
+        "--unixsocket",
+        sock,
+        "--dir",
+        directory,
+        "--save",
+        "",
+        "--dbfilename",
+        "dump.rdb",
+        "--appendonly",
+        "yes" if aof else "no",
+    ]
+    if aof:
+        argv += ["--appenddirname", aof[0], "--appendfilename", aof[1]]
+    log = os.path.join(directory, "redis.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv + ["--logfile", log], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    client = redis.Redis(unix_socket_path=sock, socket_timeout=timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise IntegrityError(f"a scratch redis-server refused the backup: {_tail(log)}")
+            try:
+                keyspace = client.info("keyspace")
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    raise SourceError(
+                        f"the scratch redis-server did not load the backup within {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.1)
+        return sum(int(db.get("keys", 0)) for db in keyspace.values())
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _pid_running(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -690,11 +780,15 @@ def inspect_target(
         raise ConfigurationError(f"Redis at {conn.address} is a replica: restore its master, then resync")
     config_file = config_file or facts["config_file"]
     return Target(
-        conn=conn, facts=facts, data_dir=_config_get(conn, client, "dir"),
+        conn=conn,
+        facts=facts,
+        data_dir=_config_get(conn, client, "dir"),
         dbfilename=_config_get(conn, client, "dbfilename"),
         appenddirname=_config_get(conn, client, "appenddirname"),
         appendfilename=_config_get(conn, client, "appendfilename"),
-        config_file=config_file, service=service, start_command=start_command,
+        config_file=config_file,
+        service=service,
+        start_command=start_command,
     )
 
 
@@ -838,7 +932,11 @@ class Restore:
             with open(t.start_log, "ab") as log:
                 try:
                     self._process = subprocess.Popen(
-                        argv, cwd=t.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                        argv,
+                        cwd=t.data_dir,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
                         start_new_session=True,  # Redis outlives this module
                     )
                 except OSError as exc:
@@ -902,9 +1000,14 @@ class Restore:
         before = int(_persistence(t.conn, client).get("aof_rewrites", 0))
         _redis_call(t.conn, "CONFIG SET appendonly yes", client.config_set, "appendonly", "yes")
         info = _wait(
-            t.conn, "the AOF rewrite", t.conn.timeout,
-            lambda i: int(i.get("aof_rewrites", 0)) > before and not i.get("aof_rewrite_in_progress")
-            and not i.get("aof_rewrite_scheduled"),
+            t.conn,
+            "the AOF rewrite",
+            t.conn.timeout,
+            lambda i: (
+                int(i.get("aof_rewrites", 0)) > before
+                and not i.get("aof_rewrite_in_progress")
+                and not i.get("aof_rewrite_scheduled")
+            ),
         )
         if info.get("aof_last_bgrewrite_status") != "ok":
             raise SourceError("the AOF rewrite after the restore failed")

@@ -28,9 +28,16 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupError, ConfigurationError, IntegrityError
 from ansible_collections.caas.backup.plugins.module_utils.files import extract, plan_restore
+from ansible_collections.caas.backup.plugins.module_utils.redis_backup import (
+    copy_rdb,
+    extract_aof,
+    keys_match,
+    scratch_key_count,
+)
 from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
 
 LEVELS = ("checksum", "restore")
+SCRATCH_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,57 @@ def _config_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scr
     return {"files": files, "bytes": sizes}
 
 
+def _redis_rdb_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+    with copy.reader(identities) as reader:
+        facts = copy_rdb(reader, None, copy.name)
+    expected = bset.facts.get("rdb_version")
+    if expected is not None and facts["rdb_version"] != expected:
+        raise IntegrityError(f"the RDB is version {facts['rdb_version']} but the manifest says {expected}")
+    return facts
+
+
+def _redis_keys(bset: BackupSet, keys: int) -> dict:
+    if not keys_match(bset.facts, keys):
+        raise IntegrityError(
+            f"a scratch Redis loaded {keys} keys but the manifest says {bset.facts.get('keys')} "
+            f"({bset.facts.get('expires', 0)} with a TTL)"
+        )
+    return {"keys": keys}
+
+
+def _redis_rdb_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+    with copy.reader(identities) as reader, open(os.path.join(scratch, "dump.rdb"), "wb") as out:
+        copy_rdb(reader, out, copy.name)
+    return _redis_keys(bset, scratch_key_count(scratch, SCRATCH_TIMEOUT))
+
+
+def _redis_aof_files(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> tuple[str, str]:
+    """Extract the AOF into scratch; returns (its directory name, its appendfilename)."""
+    directory = bset.facts.get("aof_dir") or "appendonlydir"
+    with copy.reader(identities) as reader:
+        names = extract_aof(reader, os.path.join(scratch, directory), _aof_manifest_name(bset))
+    return directory, next(n for n in names if n.endswith(".manifest"))[: -len(".manifest")]
+
+
+def _aof_manifest_name(bset: BackupSet) -> str:
+    base = next((f for f in bset.facts.get("aof_files", ()) if ".base." in f), "appendonly.aof.1.base.rdb")
+    return base.split(".base.")[0].rsplit(".", 1)[0] + ".manifest"
+
+
+def _redis_aof_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+    directory, _name = _redis_aof_files(copy, bset, identities, scratch)
+    return {"files": len(os.listdir(os.path.join(scratch, directory)))}
+
+
+def _redis_aof_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+    aof = _redis_aof_files(copy, bset, identities, scratch)
+    return _redis_keys(bset, scratch_key_count(scratch, SCRATCH_TIMEOUT, aof))
+
+
 CHECKS: dict[str, KindChecks] = {
     "config": KindChecks("config.tar", _config_listing, _config_restore),
+    "redis-rdb": KindChecks("dump.rdb", _redis_rdb_check, _redis_rdb_restore),
+    "redis-aof": KindChecks("appendonlydir.tar", _redis_aof_check, _redis_aof_restore),
 }
 
 

@@ -162,8 +162,12 @@ def test_rdb_round_trip_keeps_every_type_and_ttl(instances, env, storage_url, me
         assert "appendonly yes" in (inst.handle.dir / "redis.conf").read_text()
         inst.client().shutdown(nosave=True)
         inst.handle = services._spawn(
-            "redis", services.redis_start_command(inst.handle), inst.handle.dir, inst.port,
-            f"redis://127.0.0.1:{inst.port}/0", 30,
+            "redis",
+            services.redis_start_command(inst.handle),
+            inst.handle.dir,
+            inst.port,
+            f"redis://127.0.0.1:{inst.port}/0",
+            30,
         )
         assert contents(inst.client()) == expected
     assert not [p for p in os.listdir(inst.handle.dir) if p.startswith(".caas-")]
@@ -207,7 +211,7 @@ def test_encrypted_snapshot_to_s3_and_check_mode_restore(instances, svc, s3_url,
 
 def put_set(storage_url, rdb, facts, kind="redis-rdb"):
     """A backup set holding ``rdb`` as it is (its sha256 matches: only the RDB checks can catch it)."""
-    storage = LocalStorage(storage_url[len("file://"):])
+    storage = LocalStorage(storage_url[len("file://") :])
     writer = SetWriter(storage, kind, "crafted", WriteOptions("none"))
     with writer.object("dump.rdb") as out:
         out.write(rdb)
@@ -220,7 +224,7 @@ def real_rdb(instances, env, storage_url):
     source = instances("source")
     fill(source.client())
     snapshot(env, source, storage_url, compression="none", source_name="real")
-    storage = LocalStorage(storage_url[len("file://"):])
+    storage = LocalStorage(storage_url[len("file://") :])
     bset = [s for s in list_sets(storage, "redis-rdb") if s.source == "real"][0]
     return storage.get_bytes(f"{bset.prefix}/dump.rdb"), bset.facts
 
@@ -301,8 +305,12 @@ def test_wrong_password_and_acl_user(instances, env, storage_url):
     inst.client().acl_setuser("backup", enabled=True, passwords=[f"+{PASSWORD}x"], commands=["+@all"], keys="*")
     result = run_module(
         "redis_snapshot",
-        dict(storage_url=storage_url, url=f"redis://backup@127.0.0.1:{inst.port}", login_password=f"{PASSWORD}x",
-             method="replication"),
+        dict(
+            storage_url=storage_url,
+            url=f"redis://backup@127.0.0.1:{inst.port}",
+            login_password=f"{PASSWORD}x",
+            method="replication",
+        ),
         dict(env),
     )
     assert result["rc"] == 0, result
@@ -361,15 +369,38 @@ def test_tls_snapshot_both_methods_and_restore(instances, env, storage_url, tmp_
     """rediss:// with a CA file: redis-py for BGSAVE and restore, the raw TLS socket for the replication fetch."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     tls_port = services.free_port()
-    inst = instances(**{
-        "tls-port": str(tls_port), "tls-cert-file": str(cert), "tls-key-file": str(key),
-        "tls-ca-cert-file": str(cert), "tls-auth-clients": "no", "tls-replication": "yes",
-    })
+    inst = instances(
+        **{
+            "tls-port": str(tls_port),
+            "tls-cert-file": str(cert),
+            "tls-key-file": str(key),
+            "tls-ca-cert-file": str(cert),
+            "tls-auth-clients": "no",
+            "tls-replication": "yes",
+        }
+    )
     fill(inst.client())
     expected = contents(inst.client())
     tls = dict(url=f"rediss://127.0.0.1:{tls_port}", tls_ca_cert=str(cert))
@@ -455,8 +486,19 @@ def test_restore_without_a_config_file(env, storage_url, tmp_path):
     (a later option wins), then turns the AOF on with CONFIG SET; there is no file to CONFIG REWRITE."""
     port = services.free_port()
     data = tmp_path / "bare"
-    argv = [services.binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--appendonly", "yes", "--save", ""]
+    argv = [
+        services.binary("redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+    ]
     handle = services._spawn("redis", argv, data, port, f"redis://127.0.0.1:{port}/0", 30)
     client = redis.Redis(port=port, decode_responses=True)
     try:
@@ -464,9 +506,7 @@ def test_restore_without_a_config_file(env, storage_url, tmp_path):
         expected = contents(client)
         assert run_module("redis_snapshot", dict(storage_url=storage_url, login_port=port), env)["rc"] == 0
         change(client)
-        result = run_module(
-            "redis_restore", dict(storage_url=storage_url, login_port=port, start_command=argv), env
-        )
+        result = run_module("redis_restore", dict(storage_url=storage_url, login_port=port, start_command=argv), env)
         assert result["rc"] == 0, result
         assert not any("CONFIG REWRITE" in step for step in result["steps"])
         assert contents(client) == expected
@@ -482,7 +522,7 @@ def test_stock_tools_open_a_snapshot(instances, env, storage_url, age_key, tmp_p
     inst = instances()
     fill(inst.client())
     made = snapshot(env, inst, storage_url, encryption_recipients=[age_key["recipient"]])
-    stored = made["location"][len("file://"):] + "/dump.rdb.zst.age"
+    stored = made["location"][len("file://") :] + "/dump.rdb.zst.age"
     rdb = tmp_path / "dump.rdb"
     with open(rdb, "wb") as out:
         age = subprocess.Popen(["age", "-d", "-i", age_key["file"], stored], stdout=subprocess.PIPE)
@@ -502,7 +542,9 @@ def test_a_unit_that_fails_to_start_is_rolled_back(instances, env, storage_url, 
     change(inst.client())
     starts = tmp_path / "starts"
     service_env = fake_systemctl(
-        env, tmp_path, inst,
+        env,
+        tmp_path,
+        inst,
         f"echo x >> {starts}; [ $(wc -l < {starts}) -ge 2 ] && setsid {{argv}} &",  # the first start fails
         f"[ $(wc -l < {starts}) -lt 2 ]",
     )
@@ -513,3 +555,31 @@ def test_a_unit_that_fails_to_start_is_rolled_back(instances, env, storage_url, 
     assert "redis-test.service failed while starting" in result["msg"]
     assert "the previous data was put back and Redis is running again" in result["msg"]
     assert inst.client().get("after-backup") == "must go away" and inst.client().dbsize() == 1
+
+
+@pytest.mark.parametrize("aof", [False, True])
+def test_backup_verify_checks_and_test_restores_redis_snapshots(instances, env, storage_url, aof):
+    """backup_verify: the RDB (or AOF) is checked, then loaded into a scratch redis-server on a unix socket."""
+    inst = instances()
+    fill(inst.client())
+    if aof:
+        inst.client().bgrewriteaof()
+    snapshot(env, inst, storage_url, aof=aof)
+    for level in ("checksum", "restore"):
+        result = run_module("backup_verify", {"storage_url": storage_url, "level": level}, env)
+        assert result["rc"] == 0, result
+        [report] = result["reports"]
+        assert report["ok"] and report["kind"] == ("redis-aof" if aof else "redis-rdb")
+        if level == "restore":
+            assert report["checks"][-1]["keys"] == 8  # fill() makes 8 keys in two databases
+
+
+def test_backup_verify_catches_a_key_count_the_rdb_does_not_hold(instances, env, storage_url):
+    """A manifest promising more keys than the RDB holds fails the test restore (the RDB itself is valid)."""
+    rdb, facts = real_rdb(instances, env, storage_url)
+    put_set(storage_url, rdb, dict(facts, keys=50, expires=0))
+    result = run_module(
+        "backup_verify", {"storage_url": storage_url, "level": "restore", "source_name": "crafted"}, env
+    )
+    assert result["rc"] == 1
+    assert "a scratch Redis loaded 8 keys but the manifest says 50" in result["msg"]

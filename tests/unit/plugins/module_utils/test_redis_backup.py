@@ -148,8 +148,18 @@ def test_payload_errors():
 
 def params(**more):
     base = dict(
-        url=None, login_host="127.0.0.1", login_port=6379, login_user=None, login_password=None, tls=False,
-        tls_ca_cert=None, tls_cert=None, tls_key=None, tls_verify=True, connect_timeout=10.0, timeout=600,
+        url=None,
+        login_host="127.0.0.1",
+        login_port=6379,
+        login_user=None,
+        login_password=None,
+        tls=False,
+        tls_ca_cert=None,
+        tls_cert=None,
+        tls_key=None,
+        tls_verify=True,
+        connect_timeout=10.0,
+        timeout=600,
     )
     return dict(base, **more)
 
