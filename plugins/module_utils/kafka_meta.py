@@ -522,7 +522,7 @@ def export_cluster(
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "exported_at": now.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
+        "exported_at": now.astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "cluster": {"cluster_id": cluster.cluster_id, "brokers": cluster.brokers},
         "topics": topics,
         "acls": cluster.acls(),
@@ -843,6 +843,7 @@ def plan_groups(
                 wanted[(topic, part)] = offset
                 if note:
                     why[f"{topic}-{part}"] = note
+                    notes.append(f"group {group_id}: {topic}-{part}: {note}")
         changes = {k: v for k, v in wanted.items() if current.get(k) != v}
         if changes:
             plans[group_id] = {"current": current, "wanted": changes, "notes": why}
