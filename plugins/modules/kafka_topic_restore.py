@@ -11,13 +11,13 @@ description:
   - Restores a C(kafka-meta) backup set made by M(caas.backup.kafka_topic_export) onto a Kafka cluster.
   - Creates missing topics with their partitions, replication factor (capped, with a warning, to the number of
     brokers of the target) and config overrides; adds partitions where the target has fewer; corrects drifted
-    configs only with O(alter_existing=true); recreates missing ACLs. Nothing is ever deleted: extra partitions,
+    configs only with O(alter_existing=true); recreates missing ACLs. Nothing is ever deleted; extra partitions,
     extra configs and extra ACLs of the target stay.
   - Sets consumer-group offsets as O(offsets) says. A group with active members is refused, and then nothing at all
     is changed.
   - The whole plan is built, and checked, before the target is touched; only what differs is changed, so a second
-    run changes nothing. In check mode the plan is returned (with O(ignore:diff) output topic by topic and group by
-    group) and nothing is changed.
+    run changes nothing. In check mode the plan is returned (with diff output topic by topic and group by group)
+    and nothing is changed.
   - The stored object's size and sha256 are checked against the manifest, and the document's format version is
     checked, before anything else.
 author: caas.backup developers (@caas-backup)
@@ -159,7 +159,7 @@ acls_created:
   returned: always
   type: int
 groups:
-  description: Offsets set (or that would be) per group, as C({group: {topic-partition: offset}}).
+  description: Offsets set (or that would be) per group, keyed by group id, then C(topic-partition).
   returned: always
   type: dict
 duration:
