@@ -31,10 +31,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     BackupError,
+    BackupModule,
     ConfigurationError,
     IntegrityError,
     SourceError,
@@ -97,6 +98,14 @@ CONNECTION_SPEC: dict = dict(
 
 
 # --- connection -------------------------------------------------------------------------------------------------
+
+
+def kafka_module(argument_spec: dict, **kwargs) -> BackupModule:
+    """A BackupModule with the Kafka connection options; it fails saying what to install without kafka-python."""
+    module = BackupModule(dict(CONNECTION_SPEC, **argument_spec), **kwargs)
+    if KAFKA_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("kafka-python"), exception=KAFKA_IMPORT_ERROR)
+    return module
 
 
 def check_topic_name(name: str) -> str:

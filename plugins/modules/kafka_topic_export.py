@@ -130,17 +130,14 @@ duration:
 import json
 import time
 
-from ansible.module_utils.basic import missing_required_lib
-
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, default_source_name
 from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
-    CONNECTION_SPEC,
-    KAFKA_IMPORT_ERROR,
     OBJECT_STEM,
     Cluster,
     compile_patterns,
     document_facts,
     export_cluster,
+    kafka_module,
 )
 
 
@@ -166,31 +163,23 @@ def run(module: BackupModule) -> dict:
         acls=facts["acls"],
     )
     if not module.check_mode:
-        from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter
+        from ansible_collections.caas.backup.plugins.module_utils.catalog import write_set
 
+        data = json.dumps(doc, indent=1, sort_keys=True).encode()
         storage = module.open_storage()
-        storage.check()
-        backup = SetWriter(storage, "kafka-meta", source, module.write_options(), p["tags"])
-        try:
-            with backup.object(OBJECT_STEM) as out:
-                out.write(json.dumps(doc, indent=1, sort_keys=True).encode())
-            backup.commit(facts)
-        except BaseException:
-            backup.discard()
-            raise
+        options = module.write_options()
         result.update(
-            backup_id=backup.backup_id,
-            location=f"{storage.url}/{backup.prefix}",
-            stored_bytes=backup.objects[0]["size"],
+            write_set(
+                storage, "kafka-meta", source, options, p["tags"], OBJECT_STEM, lambda out: out.write(data), facts
+            )
         )
     result["duration"] = round(time.monotonic() - started, 3)
     return result
 
 
 def main() -> None:
-    module = BackupModule(
+    module = kafka_module(
         dict(
-            CONNECTION_SPEC,
             include_topics=dict(type="list", elements="str", default=[]),
             exclude_topics=dict(type="list", elements="str", default=[]),
             include_groups=dict(type="list", elements="str", default=[]),
@@ -200,8 +189,6 @@ def main() -> None:
         writes=True,
         supports_check_mode=True,
     )
-    if KAFKA_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("kafka-python"), exception=KAFKA_IMPORT_ERROR)
     module.run(run, "export Kafka metadata")
 
 

@@ -171,8 +171,6 @@ duration:
 import json
 import time
 
-from ansible.module_utils.basic import missing_required_lib
-
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     BackupModule,
     ConfigurationError,
@@ -180,14 +178,13 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     SourceError,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
-    CONNECTION_SPEC,
-    KAFKA_IMPORT_ERROR,
     OBJECT_STEM,
     OFFSET_MODES,
     Cluster,
     apply_plan,
     check_topic_name,
     group_diff,
+    kafka_module,
     partitions_after,
     plan_acls,
     plan_groups,
@@ -293,9 +290,8 @@ def run(module: BackupModule) -> dict:
 
 
 def main() -> None:
-    module = BackupModule(
+    module = kafka_module(
         dict(
-            CONNECTION_SPEC,
             backup_id=dict(type="str"),
             before=dict(type="str"),
             topics=dict(type="list", elements="str", default=[]),
@@ -310,8 +306,6 @@ def main() -> None:
         supports_check_mode=True,
         mutually_exclusive=[("backup_id", "before")],
     )
-    if KAFKA_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("kafka-python"), exception=KAFKA_IMPORT_ERROR)
     module.run(run, "restore Kafka metadata")
 
 
