@@ -81,9 +81,7 @@ CONNECTION_SPEC: dict = dict(
     bootstrap_servers=dict(
         type="list", elements="str", required=True, fallback=(env_fallback, ["KAFKA_BOOTSTRAP_SERVERS"])
     ),
-    security_protocol=dict(
-        type="str", default="PLAINTEXT", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-    ),
+    security_protocol=dict(type="str", default="PLAINTEXT", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
     sasl_mechanism=dict(type="str", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
     sasl_plain_username=dict(type="str", fallback=(env_fallback, ["KAFKA_SASL_USERNAME"])),
     sasl_plain_password=dict(type="str", no_log=True, fallback=(env_fallback, ["KAFKA_SASL_PASSWORD"])),
@@ -236,9 +234,19 @@ class Cluster:
         self.config = client_config(params)
         probe(self.config["bootstrap_servers"], min(self.config["bootstrap_timeout_ms"] / 1000, 10))
         self._consumer = None
-        with kafka_errors_as("connect to Kafka"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.admin = KafkaAdminClient(**self.config)
+        try:
+            with kafka_errors_as("connect to Kafka"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.admin = KafkaAdminClient(**self.config)
+        except SourceError as exc:
+            protocol = self.config["security_protocol"]
+            if protocol == "PLAINTEXT":
+                raise
+            # kafka-python reports a failed TLS or SASL handshake as a bootstrap timeout: say what it means.
+            raise SourceError(
+                f"{exc}; the brokers accept TCP connections, so the {protocol} handshake failed: check "
+                "security_protocol, the SASL mechanism and credentials, and the TLS certificates"
+            ) from None
         with kafka_errors_as("describe the Kafka cluster"):
             described = self.admin.describe_cluster()
         self.cluster_id: str | None = described.get("cluster_id")
@@ -342,8 +350,7 @@ class Cluster:
             if group.group_id == group_id:
                 if group.error_code:
                     raise SourceError(
-                        f"cannot describe consumer group {group_id}: "
-                        f"{kafka_errors.for_code(group.error_code).__name__}"
+                        f"cannot describe consumer group {group_id}: {kafka_errors.for_code(group.error_code).__name__}"
                     )
                 return group.group_state, len(group.members)
         return "Dead", 0
@@ -577,6 +584,25 @@ def validate_document(doc) -> dict:
 
 
 # --- restore planning (pure) --------------------------------------------------------------------------------------
+
+
+def select_from_document(doc: dict, topics: list[str], groups: list[str]) -> tuple[dict, dict]:
+    """The backed-up topics and groups (offsets on those topics only) the options ask for."""
+    for name in topics:
+        check_topic_name(name)
+    unknown = [t for t in topics if t not in doc["topics"]]
+    if unknown:
+        raise ConfigurationError(f"topic(s) {', '.join(unknown)} are not in the backup")
+    chosen = {n: t for n, t in doc["topics"].items() if not topics or n in topics}
+    unknown = [g for g in groups if g not in doc["groups"]]
+    if unknown:
+        raise ConfigurationError(f"consumer group(s) {', '.join(unknown)} are not in the backup")
+    kept = {}
+    for group_id, group in doc["groups"].items():
+        offsets = {t: parts for t, parts in group["offsets"].items() if t in chosen}
+        if offsets and (not groups or group_id in groups):
+            kept[group_id] = {"offsets": offsets}
+    return chosen, kept
 
 
 @dataclass
@@ -825,9 +851,7 @@ def plan_groups(
     skipped with a warning.
     """
     notes: list[str] = []
-    stored_parts = {
-        (t, int(p)) for g in group_ids for t, parts in doc["groups"][g]["offsets"].items() for p in parts
-    }
+    stored_parts = {(t, int(p)) for g in group_ids for t, parts in doc["groups"][g]["offsets"].items() for p in parts}
     now_parts = sorted((t, p) for t, p in stored_parts if p < present.get(t, 0))
     starts = cluster.offsets(now_parts, OffsetSpec.EARLIEST)
     ends = cluster.offsets(now_parts, OffsetSpec.LATEST)

@@ -182,7 +182,6 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     OFFSET_MODES,
     Cluster,
     apply_plan,
-    check_topic_name,
     group_diff,
     kafka_module,
     partitions_after,
@@ -191,6 +190,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     plan_topics,
     read_target,
     refuse_active,
+    select_from_document,
     topic_diff,
     validate_document,
 )
@@ -213,25 +213,6 @@ def load(module: BackupModule):
     return bset, validate_document(doc)
 
 
-def select(doc: dict, topics: list[str], groups: list[str]) -> tuple[dict, dict]:
-    """The backed-up topics and groups (offsets on those topics only) the options ask for."""
-    for name in topics:
-        check_topic_name(name)
-    unknown = [t for t in topics if t not in doc["topics"]]
-    if unknown:
-        raise ConfigurationError(f"topic(s) {', '.join(unknown)} are not in the backup")
-    chosen = {n: t for n, t in doc["topics"].items() if not topics or n in topics}
-    unknown = [g for g in groups if g not in doc["groups"]]
-    if unknown:
-        raise ConfigurationError(f"consumer group(s) {', '.join(unknown)} are not in the backup")
-    kept = {}
-    for group_id, group in doc["groups"].items():
-        offsets = {t: parts for t, parts in group["offsets"].items() if t in chosen}
-        if offsets and (not groups or group_id in groups):
-            kept[group_id] = {"offsets": offsets}
-    return chosen, kept
-
-
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import iso, parse_time
 
@@ -241,7 +222,7 @@ def run(module: BackupModule) -> dict:
         raise ConfigurationError("offsets_timestamp goes with offsets: timestamp")
     when = int(parse_time(p["offsets_timestamp"]).timestamp() * 1000) if p["offsets_timestamp"] else None
     bset, doc = load(module)
-    topics, groups = select(doc, p["topics"], p["groups"])
+    topics, groups = select_from_document(doc, p["topics"], p["groups"])
     notes: list[str] = []
     with Cluster(p) as cluster:
         target = read_target(cluster, sorted(topics))

@@ -355,3 +355,27 @@ def test_backup_and_dr_playbooks_carry_kafka_and_count_it_in_rpo(svc, s3_url, ag
     assert measured["components"]["kafka"]["source"] == "kafka-caas"
     assert measured["oldest_backup"] == measured["components"]["kafka"]["backup_time"]
     assert float(measured["rpo_seconds"]) >= 0
+
+
+def test_a_failed_sasl_handshake_is_explained_and_the_password_never_shown(svc, s3_url, broker):
+    """Tansu has no SASL, so a real authentication failure cannot be shown: the SCRAM handshake fails instead.
+
+    The module names the failed handshake and what to check; the password (from KAFKA_SASL_PASSWORD) is in no
+    part of the result.
+    """
+    kafka = broker()
+    env = module_env(svc, KAFKA_SASL_PASSWORD="pw-do-not-leak-91")
+    args = {
+        "storage_url": s3_url,
+        "bootstrap_servers": [kafka.url],
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "backup",
+        "connect_timeout": 3,
+    }
+    failed = run_module("kafka_topic_export", args, env)
+    assert failed["rc"] == 1
+    assert failed["msg"].startswith("Failed to export Kafka metadata: cannot connect to Kafka")
+    assert "the SASL_PLAINTEXT handshake failed" in failed["msg"]
+    assert "pw-do-not-leak-91" not in json.dumps(failed)
+    assert list_sets(s3_storage(svc, s3_url), "kafka-meta") == []

@@ -31,6 +31,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     partitions_after,
     plan_acls,
     plan_topics,
+    select_from_document,
     selected,
     target_offset,
     time_answer_holds,
@@ -383,3 +384,28 @@ def test_valid_document_passes():
 def test_invalid_documents_are_refused(change, message):
     with pytest.raises(IntegrityError, match=re.escape(message)):
         validate_document(dict(document(), **change))
+
+
+def test_selecting_topics_keeps_only_their_group_offsets():
+    doc = document(
+        orders={"partitions": 2, "replication_factor": 1, "configs": {}},
+        audit={"partitions": 1, "replication_factor": 1, "configs": {}},
+    )
+    doc["groups"]["auditor"] = {"offsets": {"audit": {"0": {"offset": 1}}}}
+    topics, groups = select_from_document(doc, ["orders"], [])
+    assert list(topics) == ["orders"] and list(groups) == ["billing"]
+    topics, groups = select_from_document(doc, [], ["auditor"])
+    assert sorted(topics) == ["audit", "orders"] and list(groups) == ["auditor"]
+
+
+@pytest.mark.parametrize(
+    ("topics", "groups", "message"),
+    [
+        (["bad name"], [], "invalid topic name 'bad name'"),
+        (["missing"], [], "topic(s) missing are not in the backup"),
+        ([], ["nobody"], "consumer group(s) nobody are not in the backup"),
+    ],
+)
+def test_selecting_what_is_not_in_the_backup_is_an_error(topics, groups, message):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        select_from_document(document(), topics, groups)
