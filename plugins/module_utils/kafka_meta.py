@@ -301,13 +301,11 @@ class Cluster:
             permission_type=ACLPermissionType.ANY,
             resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
         )
-        try:
-            with kafka_errors_as("describe Kafka ACLs"):
+        with kafka_errors_as("describe Kafka ACLs"):
+            try:
                 found, _error = self.admin.describe_acls(acl_filter)
-        except SourceError as exc:
-            if "SecurityDisabled" in str(exc):
+            except kafka_errors.SecurityDisabledError:
                 return None
-            raise
         return sorted((acl_to_dict(a) for a in found), key=acl_key)
 
     def offsets(self, partitions: list[tuple[str, int]], spec) -> dict[tuple[str, int], tuple[int, int]]:
@@ -373,7 +371,7 @@ class Cluster:
         """Whether the brokers answer this request type at all."""
         try:
             return self.admin._manager.broker_version_data.api_version(request_class) >= 0
-        except Exception:  # noqa: BLE001  kafka-python raises its own "not supported" error types
+        except kafka_errors.UnsupportedVersionError:  # IncompatibleBrokerVersion: the API is missing
             return False
 
     # -- writing -------------------------------------------------------------------------------------------------
