@@ -473,6 +473,22 @@ def topic_overrides(entries: dict) -> tuple[dict[str, str], bool, list[str]]:
     return overrides, complete, sensitive
 
 
+def resume_time(cluster: Cluster, topic: str, part: int, offset: int, start: int, end: int) -> int | None:
+    """The time a group resumes from: its next record's timestamp; for a caught-up group, just after the last one.
+
+    ``offsets: timestamp`` restores the group to the first record at or after
+    this time, so on a mirror that holds newer records a caught-up group
+    resumes at the first of those rather than at the log end.
+    """
+    if not start <= offset <= end or start == end:
+        return None
+    if offset < end:
+        record = cluster.read_record(topic, part, offset)
+        return record[1] if record else None
+    record = cluster.read_record(topic, part, end - 1)
+    return record[1] + 1 if record else None
+
+
 def export_cluster(
     cluster: Cluster,
     include_topics: list[re.Pattern],
@@ -528,9 +544,8 @@ def export_cluster(
                     f"group {group_id} committed {offset} on {name}-{part}, beyond the log end {bounds['end']} the "
                     "broker reported: its ListOffsets is inaccurate (Tansu counts record batches)"
                 )
-            elif record_timestamps and bounds["start"] <= offset < bounds["end"]:
-                record = cluster.read_record(name, part, offset)
-                timestamp = record[1] if record else None
+            elif record_timestamps:
+                timestamp = resume_time(cluster, name, part, offset, bounds["start"], bounds["end"])
             group.setdefault(name, {})[str(part)] = {"offset": offset, "metadata": metadata, "timestamp": timestamp}
         groups[group_id] = {"offsets": group}
     return {

@@ -260,19 +260,26 @@ def test_timestamp_offsets_map_onto_a_mirror_with_other_offsets(svc, s3_url, bro
     create(source.url, events=1)
     produce(source.url, "events", [f"e{i}" for i in range(10)], stamps)
     consume(source.url, "replay", "events", 4)
+    consume(source.url, "caught-up", "events", 10)
     export(svc, s3_url, source.url)
     create(mirror.url, events=1)
-    older = {0: BASE_TS - 10000, 1: BASE_TS - 9000} | {i + 2: t for i, t in stamps.items()}
-    produce(mirror.url, "events", ["old0", "old1"] + [f"e{i}" for i in range(10)], older)
+    older = {0: BASE_TS - 10000, 1: BASE_TS - 9000} | {i + 2: t for i, t in stamps.items()} | {12: BASE_TS + 20000}
+    produce(mirror.url, "events", ["old0", "old1"] + [f"e{i}" for i in range(10)] + ["newer"], older)
 
-    args = {"storage_url": s3_url, "bootstrap_servers": [mirror.url], "offsets": "timestamp"}
+    args = {"storage_url": s3_url, "bootstrap_servers": [mirror.url], "offsets": "timestamp", "groups": ["replay"]}
     done = run_module("kafka_topic_restore", args, module_env(svc))
     assert done["rc"] == 0 and done["groups"] == {"replay": {"events-0": 6}}, done
     assert warned(done, "which its records contradict")
     assert consume(mirror.url, "replay", "events", 1) == [(6, "e4")]
+    # A group that had read everything resumes at the first record the source never had, not at the log end.
+    caught_up = run_module("kafka_topic_restore", dict(args, groups=["caught-up"]), module_env(svc))
+    assert caught_up["groups"] == {"caught-up": {"events-0": 12}}, caught_up
 
     later = dict(args, offsets_timestamp="2023-11-14T22:13:28Z")  # BASE_TS + 8 s: e8
     assert run_module("kafka_topic_restore", later, module_env(svc))["groups"] == {"replay": {"events-0": 10}}
+    assert run_module("kafka_topic_restore", dict(later, offsets_timestamp="2030-01-01T00:00:00Z"), module_env(svc))[
+        "groups"
+    ] == {"replay": {"events-0": 13}}
     assert run_module("kafka_topic_restore", dict(args, offsets="earliest"), module_env(svc))["groups"] == {
         "replay": {"events-0": 0}
     }

@@ -12,6 +12,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     Cluster,
     apply_plan,
     kafka_errors,
+    resume_time,
 )
 
 ACL = {
@@ -120,3 +121,20 @@ def test_offsets_the_broker_refuses_fail_naming_the_partitions():
 def test_a_cluster_without_authorizer_has_no_acls_rather_than_an_empty_list():
     assert cluster_on(FakeAdmin(authorizer=False)).acls() is None
     assert cluster_on(FakeAdmin()).acls() == []
+
+
+class Log:
+    """read_record over offsets 10..19 with timestamps 1000 + offset."""
+
+    def read_record(self, topic, part, offset):
+        return (offset, 1000 + offset) if 10 <= offset < 20 else None
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [(10, 1010), (15, 1015), (20, 1020), (9, None), (21, None)],
+)
+def test_resume_time_is_the_next_records_time_or_just_after_the_last(offset, expected):
+    """A committed offset outside the log (Tansu's LATEST, or a truncated log) has no time."""
+    assert resume_time(Log(), "t", 0, offset, 10, 20) == expected
+    assert resume_time(Log(), "t", 0, 5, 5, 5) is None
