@@ -14,8 +14,9 @@ description:
     partition count, replication factor and config B(overrides) (broker defaults are not exported); the ACLs when
     the cluster has an authorizer; every consumer group's committed offset per partition; and each partition's
     log-start and end offsets.
-  - For each committed offset inside the log, the timestamp of the record the group would read next is kept, so
-    M(caas.backup.kafka_topic_restore) can map offsets by time on another cluster.
+  - For each committed offset inside the log, the timestamp of the record the group would read next is kept (for a
+    group that had read everything, the time just after the last record), so M(caas.backup.kafka_topic_restore) can
+    map offsets by time on another cluster.
   - The manifest, written last, counts topics, partitions, groups and ACLs.
 author: caas.backup developers (@caas-backup)
 options:

@@ -66,8 +66,9 @@ options:
         where it was clamped).
       - V(earliest) or V(latest) - the target partition's log start or end.
       - V(timestamp) - the first record at or after the time of the record the group would have read next when the
-        backup was taken (or O(offsets_timestamp)); the log end when there is none. For clusters whose offsets
-        differ from the backed-up one (a mirror, a replay).
+        backup was taken (for a group that had read everything, just after its last record), or at or after
+        O(offsets_timestamp); the log end when there is none. For clusters whose offsets differ from the backed-up
+        one (a mirror, a replay).
     type: str
     default: committed
     choices: [committed, earliest, latest, timestamp]
