@@ -201,7 +201,7 @@ def kafka_errors_as(action: str) -> Iterator[None]:
         yield
     except BackupError:
         raise
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # sockets, TLS files: a cause the operator can act on
         raise translate_error(exc, action) from None
     except Exception as exc:
         if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
