@@ -10,7 +10,7 @@ version_added: 0.1.0
 description:
   - Exports a Kafka cluster's metadata as one JSON document into a new C(kafka-meta) backup set, compressed and
     optionally encrypted. Messages themselves are not backed up.
-  - The document holds every selected topic (internal topics such as C(__consumer_offsets) are left out) with its
+  - The document holds every selected topic (internal topics such as C(__consumer_offsets), and any name starting with C(__), are left out) with its
     partition count, replication factor and config B(overrides) (broker defaults are not exported); the ACLs when
     the cluster has an authorizer; every consumer group's committed offset per partition; and each partition's
     log-start and end offsets.
