@@ -10,10 +10,10 @@ version_added: 0.1.0
 description:
   - Exports a Kafka cluster's metadata as one JSON document into a new C(kafka-meta) backup set, compressed and
     optionally encrypted. Messages themselves are not backed up.
-  - The document holds every selected topic (internal topics such as C(__consumer_offsets), and any name starting with C(__), are left out) with its
-    partition count, replication factor and config B(overrides) (broker defaults are not exported); the ACLs when
-    the cluster has an authorizer; every consumer group's committed offset per partition; and each partition's
-    log-start and end offsets.
+  - The document holds every selected topic (internal topics such as C(__consumer_offsets), and any name starting
+    with C(__), are left out) with its partition count, replication factor and config B(overrides) (broker defaults
+    are not exported); the ACLs when the cluster has an authorizer; every consumer group's committed offset per
+    partition; and each partition's log-start and end offsets.
   - For each committed offset inside the log, the timestamp of the record the group would read next is kept (for a
     group that had read everything, the time just after the last record), so M(caas.backup.kafka_topic_restore) can
     map offsets by time on another cluster.
