@@ -405,9 +405,12 @@ class Cluster:
         if answer.get("failed"):
             raise SourceError(f"cannot create {len(answer['failed'])} ACL(s): {answer['failed'][0]}")
 
-    def commit_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
-        """Set a group's committed offsets; any partition the broker refuses fails the whole call."""
-        wanted = {TopicPartition(t, p): OffsetAndMetadata(o, "", None) for (t, p), o in offsets.items()}
+    def commit_offsets(
+        self, group_id: str, offsets: dict[tuple[str, int], int], metadata: dict[tuple[str, int], str] | None = None
+    ) -> None:
+        """Set a group's committed offsets (with their commit metadata); a partition the broker refuses fails all."""
+        metadata = metadata or {}
+        wanted = {TopicPartition(*k): OffsetAndMetadata(o, metadata.get(k, ""), None) for k, o in offsets.items()}
         with kafka_errors_as(f"set the offsets of consumer group {group_id}"):
             answer = self.admin.alter_group_offsets(group_id, wanted)
         refused = {f"{tp.topic}-{tp.partition}": err.__name__ for tp, err in answer.items() if err.errno != 0}
@@ -872,6 +875,7 @@ def plan_groups(
     for group_id in group_ids:
         current = {k: v[0] for k, v in cluster.group_offsets(group_id).items()}
         wanted: dict[tuple[str, int], int] = {}
+        kept: dict[tuple[str, int], str] = {}
         why: dict[str, str] = {}
         for topic, parts in sorted(doc["groups"][group_id]["offsets"].items()):
             for part_text, stored in sorted(parts.items(), key=lambda item: int(item[0])):
@@ -887,12 +891,14 @@ def plan_groups(
                         found = _by_time(cluster, topic, part, start, end, when, notes)
                 offset, note = target_offset(mode, stored["offset"], start, end, found)
                 wanted[(topic, part)] = offset
+                kept[(topic, part)] = stored.get("metadata") or ""
                 if note:
                     why[f"{topic}-{part}"] = note
                     notes.append(f"group {group_id}: {topic}-{part}: {note}")
         changes = {k: v for k, v in wanted.items() if current.get(k) != v}
         if changes:
-            plans[group_id] = {"current": current, "wanted": changes, "notes": why}
+            metadata = {k: kept[k] for k in changes}
+            plans[group_id] = {"current": current, "wanted": changes, "metadata": metadata, "notes": why}
     return plans, notes
 
 
@@ -933,4 +939,4 @@ def apply_plan(cluster: Cluster, actions: list[dict], acls: list[dict], groups: 
             cluster.set_configs(name, {k: c["to"] for k, c in action["changes"].items()})
     cluster.create_acls(acls)
     for group_id, plan in sorted(groups.items()):
-        cluster.commit_offsets(group_id, plan["wanted"])
+        cluster.commit_offsets(group_id, plan["wanted"], plan.get("metadata"))

@@ -53,7 +53,11 @@ class FakeAdmin:
 
     def alter_group_offsets(self, group_id, offsets):
         self.calls.append(
-            ("alter_group_offsets", group_id, {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()})
+            (
+                "alter_group_offsets",
+                group_id,
+                {(tp.topic, tp.partition): (om.offset, om.metadata) for tp, om in offsets.items()},
+            )
         )
         return {tp: self.offset_error or kafka_errors.NoError for tp in offsets}
 
@@ -87,14 +91,14 @@ def test_apply_plan_does_topics_then_acls_then_offsets():
             "changes": {"cleanup.policy": {"from": "delete", "to": "compact"}},
         },
     ]
-    groups = {"billing": {"current": {}, "wanted": {("orders", 0): 5}, "notes": {}}}
+    groups = {"billing": {"current": {}, "wanted": {("orders", 0): 5}, "metadata": {("orders", 0): "v2"}, "notes": {}}}
     apply_plan(cluster_on(admin), actions, [ACL], groups)
     assert admin.calls == [
         ("create_topics", {"orders": {"num_partitions": 3, "replication_factor": 1, "configs": {"retention.ms": "9"}}}),
         ("create_partitions", {"audit": 4}),
         ("alter_configs", "events", {"cleanup.policy": "compact"}),
         ("create_acls", ["orders"]),
-        ("alter_group_offsets", "billing", {("orders", 0): 5}),
+        ("alter_group_offsets", "billing", {("orders", 0): (5, "v2")}),
     ]
 
 
