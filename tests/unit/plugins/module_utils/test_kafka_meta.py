@@ -1,10 +1,12 @@
-"""Pure logic of the Kafka metadata backup: options, config diffing, restore planning, offset mapping.
+"""The Kafka metadata backup's logic: options, config diffing, restore planning, offset mapping, and the
+restore executor on a recording fake admin client.
 
 Many cases here are ones Tansu (the test broker) cannot show, so they have no
 integration test: topic config overrides (Tansu's DescribeConfigs reports none,
 and labels what it has as defaults), replication factors above 1 (one broker),
-ACLs with an authorizer, added partitions (no CreatePartitions), and a correct
-ListOffsets by time (Tansu answers 0 whatever the time).
+ACLs (CreateAcls gets no answer), a cluster without an authorizer, added
+partitions (no CreatePartitions), a broker refusing a group's offsets, and a
+correct ListOffsets by time (Tansu answers 0 whatever the time).
 """
 
 import re
@@ -19,7 +21,9 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
 from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     FORMAT,
     FORMAT_VERSION,
+    Cluster,
     TargetState,
+    apply_plan,
     check_topic_name,
     client_config,
     compile_patterns,
@@ -31,6 +35,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     partitions_after,
     plan_acls,
     plan_topics,
+    resume_time,
     select_from_document,
     selected,
     target_offset,
@@ -41,6 +46,15 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     validate_document,
 )
 
+ACL = {
+    "principal": "User:billing",
+    "host": "*",
+    "operation": "READ",
+    "permission_type": "ALLOW",
+    "resource_type": "TOPIC",
+    "resource_name": "orders",
+    "pattern_type": "LITERAL",
+}
 BASE = {"bootstrap_servers": ["kafka-1:9092"], "security_protocol": "PLAINTEXT"}
 
 
@@ -243,15 +257,7 @@ def test_replication_factor_difference_is_reported_not_changed():
 
 
 def test_acls_missing_on_the_target_are_created():
-    acl = {
-        "principal": "User:billing",
-        "host": "*",
-        "operation": "READ",
-        "permission_type": "ALLOW",
-        "resource_type": "TOPIC",
-        "resource_name": "orders",
-        "pattern_type": "LITERAL",
-    }
+    acl = ACL
     other = dict(acl, operation="WRITE")
     assert plan_acls([acl, other], [acl]) == ([other], [])
     assert plan_acls([acl], [acl, other]) == ([], [])
@@ -409,3 +415,125 @@ def test_selecting_topics_keeps_only_their_group_offsets():
 def test_selecting_what_is_not_in_the_backup_is_an_error(topics, groups, message):
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         select_from_document(document(), topics, groups)
+
+
+# --- the executor and the admin-client wrapper, on a recording fake admin client: the paths Tansu cannot show
+# for real (config changes, added partitions, ACLs, no authorizer, a broker refusing a group's offsets) ---
+
+
+class FakeAdmin:
+    """Records what the executor asks of kafka-python's admin client; answers as told."""
+
+    def __init__(self, alter="OK", acl_failures=(), offset_error=None, authorizer=True):
+        self.calls = []
+        self.alter = alter
+        self.acl_failures = list(acl_failures)
+        self.offset_error = offset_error
+        self.authorizer = authorizer
+
+    def create_topics(self, specs, wait_for_metadata=False):
+        self.calls.append(("create_topics", specs))
+
+    def create_partitions(self, specs):
+        self.calls.append(("create_partitions", specs))
+
+    def alter_configs(self, resources, raise_on_unknown=True):
+        [resource] = resources
+        self.calls.append(("alter_configs", resource.name, resource.configs))
+        return {"topic": {resource.name: self.alter}}
+
+    def create_acls(self, acls):
+        self.calls.append(("create_acls", [a.resource_pattern.resource_name for a in acls]))
+        return {"succeeded": acls, "failed": self.acl_failures}
+
+    def alter_group_offsets(self, group_id, offsets):
+        self.calls.append(
+            (
+                "alter_group_offsets",
+                group_id,
+                {(tp.topic, tp.partition): (om.offset, om.metadata) for tp, om in offsets.items()},
+            )
+        )
+        return {tp: self.offset_error or kafka_errors.NoError for tp in offsets}
+
+    def describe_acls(self, acl_filter):
+        if not self.authorizer:
+            raise kafka_errors.SecurityDisabledError("No Authorizer is configured on the broker")
+        return [], kafka_errors.NoError
+
+
+def cluster_on(admin):
+    cluster = Cluster.__new__(Cluster)  # no connection: the fake admin stands in for it
+    cluster.admin = admin
+    cluster._consumer = None
+    return cluster
+
+
+def test_apply_plan_does_topics_then_acls_then_offsets():
+    admin = FakeAdmin()
+    actions = [
+        {
+            "topic": "orders",
+            "action": "create",
+            "partitions": 3,
+            "replication_factor": 1,
+            "configs": {"retention.ms": "9"},
+        },
+        {"topic": "audit", "action": "add_partitions", "from": 1, "to": 4},
+        {
+            "topic": "events",
+            "action": "alter_configs",
+            "changes": {"cleanup.policy": {"from": "delete", "to": "compact"}},
+        },
+    ]
+    groups = {"billing": {"current": {}, "wanted": {("orders", 0): 5}, "metadata": {("orders", 0): "v2"}, "notes": {}}}
+    apply_plan(cluster_on(admin), actions, [ACL], groups)
+    assert admin.calls == [
+        ("create_topics", {"orders": {"num_partitions": 3, "replication_factor": 1, "configs": {"retention.ms": "9"}}}),
+        ("create_partitions", {"audit": 4}),
+        ("alter_configs", "events", {"cleanup.policy": "compact"}),
+        ("create_acls", ["orders"]),
+        ("alter_group_offsets", "billing", {("orders", 0): (5, "v2")}),
+    ]
+
+
+def test_a_refused_config_change_fails_with_the_brokers_reason():
+    admin = FakeAdmin(alter="InvalidConfigurationError: retention.ms must be a number")
+    with pytest.raises(SourceError, match="cannot alter the configs of topic events: InvalidConfigurationError"):
+        cluster_on(admin).set_configs("events", {"retention.ms": "soon"})
+
+
+def test_a_refused_acl_fails():
+    admin = FakeAdmin(acl_failures=[kafka_errors.ClusterAuthorizationFailedError])
+    with pytest.raises(SourceError, match="cannot create 1 ACL"):
+        cluster_on(admin).create_acls([ACL])
+
+
+def test_offsets_the_broker_refuses_fail_naming_the_partitions():
+    admin = FakeAdmin(offset_error=kafka_errors.UnknownMemberIdError)
+    with pytest.raises(
+        SourceError, match=r"refused offsets of consumer group billing: \{'orders-0': 'UnknownMemberIdError'\}"
+    ):
+        cluster_on(admin).commit_offsets("billing", {("orders", 0): 5})
+
+
+def test_a_cluster_without_authorizer_has_no_acls_rather_than_an_empty_list():
+    assert cluster_on(FakeAdmin(authorizer=False)).acls() is None
+    assert cluster_on(FakeAdmin()).acls() == []
+
+
+class Log:
+    """read_record over offsets 10..19 with timestamps 1000 + offset."""
+
+    def read_record(self, topic, part, offset):
+        return (offset, 1000 + offset) if 10 <= offset < 20 else None
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [(10, 1010), (15, 1015), (20, 1020), (9, None), (21, None)],
+)
+def test_resume_time_is_the_next_records_time_or_just_after_the_last(offset, expected):
+    """A committed offset outside the log (Tansu's LATEST, or a truncated log) has no time."""
+    assert resume_time(Log(), "t", 0, offset, 10, 20) == expected
+    assert resume_time(Log(), "t", 0, 5, 5, 5) is None
