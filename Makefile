@@ -84,6 +84,8 @@ doc: venv
 	ansible-doc caas.backup.backup_notify > /dev/null
 	ansible-doc caas.backup.redis_snapshot > /dev/null
 	ansible-doc caas.backup.redis_restore > /dev/null
+	ansible-doc caas.backup.kafka_topic_export > /dev/null
+	ansible-doc caas.backup.kafka_topic_restore > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv

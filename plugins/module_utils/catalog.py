@@ -16,7 +16,7 @@ import json
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -337,3 +337,34 @@ def verify_object(storage: Storage, bset: BackupSet, record: dict, copy_to=None)
         copy_hashed(src, copy_to, record.get("sha256"), record.get("size"), key)
     if not record.get("sha256"):
         raise IntegrityError(f"{key} has no sha256 in its manifest")
+
+
+def write_set(
+    storage: Storage,
+    kind: str,
+    source: str,
+    options: WriteOptions,
+    tags: list[str] | tuple[str, ...],
+    stem: str,
+    write: Callable[[ObjectWriter], object],
+    facts: dict,
+) -> dict:
+    """Write a new set of one object (``write(out)`` fills it), then its manifest; on failure nothing stays.
+
+    Returns the result fields every backup module reports: ``backup_id``,
+    ``location`` and ``stored_bytes``.
+    """
+    storage.check()
+    backup = SetWriter(storage, kind, source, options, tags)
+    try:
+        with backup.object(stem) as out:
+            write(out)
+        backup.commit(facts)
+    except BaseException:
+        backup.discard()
+        raise
+    return {
+        "backup_id": backup.backup_id,
+        "location": f"{storage.url}/{backup.prefix}",
+        "stored_bytes": backup.objects[0]["size"],
+    }

@@ -28,6 +28,11 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupError, ConfigurationError, IntegrityError
 from ansible_collections.caas.backup.plugins.module_utils.files import extract, plan_restore
+from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
+    OBJECT_STEM,
+    document_facts,
+    validate_document,
+)
 from ansible_collections.caas.backup.plugins.module_utils.redis_backup import (
     copy_rdb,
     extract_aof,
@@ -127,10 +132,25 @@ def _redis_aof_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], 
     return _redis_keys(bset, scratch_key_count(scratch, SCRATCH_TIMEOUT, aof))
 
 
+def _kafka_document(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+    """Parse and validate the export; its counts must be the manifest's (both levels: there is no data to load)."""
+    with copy.reader(identities) as reader:
+        try:
+            doc = json.load(reader)
+        except ValueError as exc:
+            raise IntegrityError(f"the Kafka export is not valid JSON: {exc}") from None
+    facts = document_facts(validate_document(doc))
+    for key in ("topics", "partitions", "groups"):
+        if bset.facts.get(key) is not None and facts[key] != bset.facts[key]:
+            raise IntegrityError(f"the Kafka export holds {facts[key]} {key} but the manifest says {bset.facts[key]}")
+    return {key: facts[key] for key in ("topics", "partitions", "groups")}
+
+
 CHECKS: dict[str, KindChecks] = {
     "config": KindChecks("config.tar", _config_listing, _config_restore),
     "redis-rdb": KindChecks("dump.rdb", _redis_rdb_check, _redis_rdb_restore),
     "redis-aof": KindChecks("appendonlydir.tar", _redis_aof_check, _redis_aof_restore),
+    "kafka-meta": KindChecks(OBJECT_STEM, _kafka_document, _kafka_document),
 }
 
 

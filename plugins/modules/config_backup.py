@@ -147,24 +147,19 @@ def run(module: BackupModule) -> dict:
     if module.check_mode:
         return result
 
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import write_set
 
-    storage = module.open_storage()
-    storage.check()
-    backup = SetWriter(storage, "config", source, module.write_options(), p["tags"])
-    try:
-        with backup.object("config.tar") as out:
-            write_tar(out, selection)
-        backup.commit(selection.facts())
-    except BaseException:
-        backup.discard()
-        raise
-    result.update(
-        backup_id=backup.backup_id,
-        location=f"{storage.url}/{backup.prefix}",
-        stored_bytes=backup.objects[0]["size"],
-        duration=round(time.monotonic() - started, 3),
+    written = write_set(
+        module.open_storage(),
+        "config",
+        source,
+        module.write_options(),
+        p["tags"],
+        "config.tar",
+        lambda out: write_tar(out, selection),
+        selection.facts(),
     )
+    result.update(written, duration=round(time.monotonic() - started, 3))
     return result
 
 

