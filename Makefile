@@ -78,6 +78,8 @@ build: venv
 doc: venv
 	ansible-doc caas.backup.config_backup > /dev/null
 	ansible-doc caas.backup.config_restore > /dev/null
+	ansible-doc caas.backup.mongo_dump > /dev/null
+	ansible-doc caas.backup.mongo_restore > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv
