@@ -75,7 +75,7 @@ options:
     default: 4
   write_concern:
     description:
-      - Write concern of the inserts, e.g. V({w: majority, j: true}).
+      - "Write concern of the inserts, for example V({w: majority, j: true})."
     type: dict
     default: {w: majority}
 extends_documentation_fragment:
