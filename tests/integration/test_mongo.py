@@ -468,3 +468,34 @@ def test_parallel_dump_of_many_collections_interleaves_and_counts(env, file_url,
     assert {ns.name: ns.documents for ns in prelude.namespaces if not ns.is_oplog} == {
         f"many.{k}": v for k, v in sizes.items()
     }
+
+
+def test_users_and_roles_are_dumped_and_their_restore_refused_where_unsupported(env, file_url, mongo_server):
+    """include_users_and_roles dumps admin.system.users/roles (read with find, as mongodump does).
+
+    Gap: SecantusDB's admin.system.users is a synthetic read-only view without credentials, and it has no
+    _mergeAuthzCollections (what mongorestore and mongo_restore use to merge users and roles). So the test
+    asserts the dump holds the users, and that restore_users_and_roles fails clearly before anything is dropped.
+    """
+    source = mongo_server("source", auth=True)
+    client = pymongo.MongoClient(source.url)
+    client.admin.command("createUser", "appuser", pwd="app-pass-1", roles=[{"role": "readWrite", "db": "app"}])
+    client.app.x.insert_one({"_id": 1})
+    dumped = run_module("mongo_dump", dict(storage_url=file_url, uri=source.url, include_users_and_roles=True), env)
+    assert dumped["rc"] == 0, dumped
+    counts = {c["ns"]: c["documents"] for c in dumped["collections"]}
+    assert counts["admin.system.users"] == 2 and "admin.system.roles" in counts
+    target = mongo_server("target")
+    out = pymongo.MongoClient(target.url)
+    out.app.x.insert_one({"_id": 1, "precious": True})
+    refused = run_module(
+        "mongo_restore",
+        dict(storage_url=file_url, uri=target.url, restore_users_and_roles=True, drop=True),
+        env,
+    )
+    assert refused["rc"] == 1 and "cannot restore users and roles" in refused["msg"], refused
+    assert out.app.x.find_one({"_id": 1}) == {"_id": 1, "precious": True}
+    data_only = run_module("mongo_restore", dict(storage_url=file_url, uri=target.url, drop=True), env)
+    assert data_only["rc"] == 0, data_only
+    assert out.app.x.find_one({"_id": 1}) == {"_id": 1}
+    assert [n["ns"] for n in data_only["namespaces"]] == ["app.x"]

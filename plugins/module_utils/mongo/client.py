@@ -46,7 +46,9 @@ MONGO_SPEC: dict = dict(
 )
 
 SYSTEM_DATABASES = ("local", "config")
-AUTH_COLLECTIONS = ("system.users", "system.roles", "system.version")
+AUTH_COLLECTIONS = ("system.users", "system.roles")
+# Where a restore stages users and roles for _mergeAuthzCollections, as mongorestore does.
+AUTH_STAGING = {"system.users": "tempusers", "system.roles": "temproles"}
 AUTH_FAILED = 18
 
 

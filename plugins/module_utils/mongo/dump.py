@@ -125,15 +125,8 @@ def plan_dump(client, include: list[str], exclude: list[str], users_and_roles: b
                 continue
             for info in sorted(client[db_name].list_collections(), key=lambda i: i["name"]):
                 name = info["name"]
-                if name.startswith("system."):
-                    wanted = users_and_roles and db_name == "admin" and name in AUTH_COLLECTIONS
-                    if not wanted and not name.startswith("system.buckets."):
-                        continue
-                if name.startswith("system.buckets."):
-                    continue  # dumped with its time series collection
-                if not ns_selected(f"{db_name}.{name}", include, exclude) and not (
-                    users_and_roles and db_name == "admin" and name in AUTH_COLLECTIONS
-                ):
+                # system.buckets.* go with their time series collection; users and roles are added below.
+                if name.startswith("system.") or not ns_selected(f"{db_name}.{name}", include, exclude):
                     continue
                 meta = _collection_metadata(client, db_name, info)
                 plan.namespaces.append(Namespace(db_name, name, metadata=metadata_json(meta), type=meta["type"]))
@@ -146,6 +139,11 @@ def plan_dump(client, include: list[str], exclude: list[str], users_and_roles: b
             f"ns_include {include or ['*']} and ns_exclude {exclude} select no collection on the server: nothing "
             "to dump"
         )
+    if users_and_roles:
+        # Read with find (SecantusDB lists neither; a real server keeps credentials in them), as mongodump does.
+        for name in AUTH_COLLECTIONS:
+            meta = {"indexes": [], "collectionName": name, "type": "collection"}
+            plan.namespaces.append(Namespace("admin", name, metadata=metadata_json(meta), type="collection"))
     if oplog:
         plan.namespaces.append(Namespace(*OPLOG_NS, type=""))
     return plan

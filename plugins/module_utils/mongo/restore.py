@@ -28,7 +28,12 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import (
     Prelude,
     parse_metadata,
 )
-from ansible_collections.caas.backup.plugins.module_utils.mongo.client import AUTH_COLLECTIONS, ns_selected, translate
+from ansible_collections.caas.backup.plugins.module_utils.mongo.client import (
+    AUTH_COLLECTIONS,
+    AUTH_STAGING,
+    ns_selected,
+    translate,
+)
 from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import apply_entries
 
 try:
@@ -94,6 +99,7 @@ class Target:
     duplicates: int = 0
     oplog_ops: int = 0
     indexes: int = 0
+    auth: bool = False
 
     @property
     def kind(self) -> str:
@@ -121,6 +127,7 @@ class RestorePlan:
     targets: list[Target]
     drop: list[str]
     oplog_entries: int
+    drop_users: bool = False
 
     def by_data_key(self) -> dict[tuple[str, str], Target]:
         return {t.data_key(): t for t in self.targets}
@@ -157,7 +164,8 @@ def select(
             continue
         if not auth and not ns_selected(ns.name, include, exclude):
             continue
-        targets.append(Target(ns, ns.name if auth else renamer(ns.name), parse_metadata(ns.metadata)))
+        name = f"admin.{AUTH_STAGING[ns.collection]}" if auth else renamer(ns.name)
+        targets.append(Target(ns, name, parse_metadata(ns.metadata), auth=auth))
     if not [t for t in targets if not t.source.name.startswith("admin.system.")]:
         names = ", ".join(ns.name for ns in prelude.namespaces if not ns.is_oplog)[:300]
         raise ConfigurationError(
@@ -177,12 +185,46 @@ def plan(client, prelude: Prelude, targets: list[Target], drop: bool, oplog_repl
             target.existed = target.collection in existing[target.db]
     except pymongo_errors.PyMongoError as exc:
         raise translate(exc, "the target") from None
+    if any(t.auth for t in targets):
+        _check_auth_merge(client)
     oplog = prelude.get(("", "oplog"))
     return RestorePlan(
         targets=targets,
-        drop=[t.target for t in targets if drop and t.existed and not t.source.name.startswith("admin.system.")],
+        drop=[t.target for t in targets if drop and t.existed and not t.auth],
         oplog_entries=oplog.documents if (oplog and oplog_replay) else 0,
+        drop_users=drop,
     )
+
+
+def _check_auth_merge(client) -> None:
+    """Users and roles are merged as mongorestore does: refuse early when the server cannot."""
+    try:
+        commands = client.admin.command("listCommands").get("commands", {})
+    except pymongo_errors.OperationFailure:
+        commands = {}
+    if "_mergeAuthzCollections" not in commands:
+        raise SourceError(
+            "the target cannot restore users and roles (it has no _mergeAuthzCollections command, which "
+            "mongorestore uses too): set restore_users_and_roles=false, or create the users by hand"
+        )
+
+
+def _merge_users_and_roles(client, restore_plan: RestorePlan) -> None:
+    staged = {t.source.collection: t.target for t in restore_plan.targets if t.auth}
+    if not staged:
+        return
+    client.admin.command(
+        {
+            "_mergeAuthzCollections": 1,
+            "tempUsersCollection": staged.get("system.users", "admin.tempusers"),
+            "tempRolesCollection": staged.get("system.roles", "admin.temproles"),
+            "drop": restore_plan.drop_users,
+            "db": "",
+            "writeConcern": {"w": "majority"},
+        }
+    )
+    for target in staged.values():
+        client.admin.drop_collection(target.split(".", 1)[1])
 
 
 class _Inserter:
@@ -248,10 +290,14 @@ def _restore(client, reader, name, restore_plan: RestorePlan, workers: int, writ
     for target_name in restore_plan.drop:
         tdb, tcoll = target_name.split(".", 1)
         client[tdb].drop_collection(tcoll)
+    for target in restore_plan.targets:
+        if target.auth:  # a staging collection of its own, whatever a failed run left
+            client.admin.drop_collection(target.collection)
+            target.existed = False
     dropped = set(restore_plan.drop)
     for target in restore_plan.targets:
         fresh = not target.existed or target.target in dropped
-        if target.kind in ("collection", "timeseries") and fresh and not target.source.name.startswith("admin.system."):
+        if target.kind in ("collection", "timeseries") and fresh:
             client[target.db].command({"create": target.collection, **(target.metadata.get("options") or {})})
     for target in restore_plan.targets:  # views last: they may be defined on restored collections
         if target.kind == "view" and (not target.existed or target.target in dropped):
@@ -273,6 +319,7 @@ def _restore(client, reader, name, restore_plan: RestorePlan, workers: int, writ
         inserter.flush()
         for target in restore_plan.targets:
             target.indexes = _build_indexes(client, target)
+        _merge_users_and_roles(client, restore_plan)
 
     try:
         for ns, doc in ArchiveReader(buffered(reader), name).documents():
@@ -316,6 +363,17 @@ def _report(client, restore_plan: RestorePlan, applied: dict[str, int]) -> dict:
     collections = []
     mismatches = []
     for target in restore_plan.targets:
+        if target.auth:
+            collections.append(
+                {
+                    "ns": target.source.name,
+                    "target": "admin",
+                    "type": "users and roles",
+                    "expected": target.source.documents,
+                    "inserted": target.restored,
+                }
+            )
+            continue
         if target.kind == "view":
             collections.append({"ns": target.source.name, "target": target.target, "type": "view"})
             continue
