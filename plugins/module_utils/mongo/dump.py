@@ -150,14 +150,18 @@ def plan_dump(client, include: list[str], exclude: list[str], users_and_roles: b
 
 
 def oplog_position(client):
-    """The timestamp of the newest oplog entry (None for an empty oplog)."""
+    """The timestamp of the newest visible oplog entry (None for an empty oplog), as mongodump reads it."""
     entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", -1)])
     return entry["ts"] if entry else None
 
 
-def _oldest_oplog(client):
-    entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", 1)])
-    return entry["ts"] if entry else None
+def _last_ts(batch: bytes):
+    """The ``ts`` of the last document of a raw batch."""
+    offset = last = 0
+    while offset < len(batch):
+        last = offset
+        offset += _LEN.unpack_from(batch, offset)[0]
+    return bson.decode(batch[last:offset])["ts"]
 
 
 class _Mux:
@@ -202,6 +206,43 @@ def write_archive(client, out, plan: DumpPlan, parallel: int, oplog: bool) -> di
         raise translate(exc, "the source") from None
     writer.prelude(header, plan.namespaces)
     collections = [ns for ns in plan.namespaces if not ns.is_oplog]
+    _write_collections(client, writer, collections, parallel)
+    facts: dict = {"first_ts": None, "last_ts": None, "oplog_entries": 0, "consistent": False}
+    if oplog:
+        facts.update(_write_oplog(client, writer, start))
+    facts["collections"] = [
+        {"ns": ns.name, "type": ns.type, "documents": ns.documents, "bytes": ns.bytes} for ns in collections
+    ]
+    return facts
+
+
+def _write_oplog(client, writer: ArchiveWriter, start) -> dict:
+    """The oplog entries after ``start`` up to now, into the oplog namespace; the consistent window.
+
+    Afterwards the oldest entry must still be at or before ``start``: otherwise the oplog rolled
+    over while the dump ran, and entries the restore would need are gone.
+    """
+    try:
+        # The consistent point is the last entry this read returns: the oplog is read in order, and a
+        # server only shows entries without holes before them.
+        end = start
+        oplog = client.local.get_collection("oplog.rs")
+        for batch in oplog.find_raw_batches({"ts": {"$gt": start}}, batch_size=BATCH_DOCS):
+            writer.write(OPLOG_NS, batch, count_documents(batch))
+            end = _last_ts(batch)
+        oldest = oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+        if start.time and oldest is not None and oldest["ts"] > start:
+            raise SourceError(
+                f"the oplog rolled over during the dump (its oldest entry is {oldest['ts']}, the dump started at "
+                f"{start}): the dump cannot be made consistent; enlarge the oplog"
+            )
+        ns = writer.close_namespace(OPLOG_NS)
+    except pymongo_errors.PyMongoError as exc:
+        raise translate(exc, "the source") from None
+    return {"first_ts": ts_fact(start), "last_ts": ts_fact(end), "oplog_entries": ns.documents, "consistent": True}
+
+
+def _write_collections(client, writer: ArchiveWriter, collections: list[Namespace], parallel: int) -> None:
     mux = _Mux(max(2, parallel))
     pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mongo-dump")
     try:
@@ -220,41 +261,6 @@ def write_archive(client, out, plan: DumpPlan, parallel: int, oplog: bool) -> di
     finally:
         mux.stop.set()
         pool.shutdown(wait=True)
-    facts: dict = {"first_ts": None, "last_ts": None, "oplog_entries": 0, "consistent": False}
-    if oplog:
-        facts.update(_write_oplog(client, writer, start))
-    facts["collections"] = [
-        {"ns": ns.name, "type": ns.type, "documents": ns.documents, "bytes": ns.bytes} for ns in collections
-    ]
-    return facts
-
-
-def _write_oplog(client, writer: ArchiveWriter, start) -> dict:
-    """The oplog entries after ``start`` up to now, into the oplog namespace; the consistent window."""
-    try:
-        end = oplog_position(client) or start
-        oldest = _oldest_oplog(client)
-        if oldest is not None and start.time and oldest > start:
-            raise SourceError(
-                f"the oplog rolled over during the dump (oldest entry {oldest}, dump started at {start}): "
-                "the dump cannot be made consistent; enlarge the oplog or dump faster"
-            )
-        oplog = client.local.get_collection("oplog.rs")
-        query = {"ts": {"$gt": start, "$lte": end}}
-        for batch in oplog.find_raw_batches(query, sort=[("$natural", 1)], batch_size=BATCH_DOCS):
-            writer.write(OPLOG_NS, batch, count_documents(batch))
-        ns = writer.close_namespace(OPLOG_NS)
-        count = ns.documents
-    except SourceError:
-        raise
-    except pymongo_errors.PyMongoError as exc:
-        raise translate(exc, "the source") from None
-    return {
-        "first_ts": ts_fact(start),
-        "last_ts": ts_fact(end),
-        "oplog_entries": count,
-        "consistent": True,
-    }
 
 
 class _Tee:
