@@ -275,7 +275,7 @@ def _build_indexes(client, target: Target) -> int:
 
 
 def restore_archive(
-    client, reader, name: str, restore_plan: RestorePlan, *, workers: int = 4, write_concern: dict | None = None
+    client, reader, name: str, restore_plan: RestorePlan, *, workers: int = 1, write_concern: dict | None = None
 ) -> dict:
     """Second pass: drop, create, insert, build indexes, replay the oplog. Returns what was done."""
     try:
