@@ -88,6 +88,7 @@ demo: venv
 ## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
 bench: venv
 	scripts/with-services $(PY) bench/storage.py
+	scripts/with-services $(PY) bench/mongo.py
 
 clean:
 	rm -rf .build .state tests/output
