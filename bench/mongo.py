@@ -16,22 +16,21 @@ for 1 GiB.
 
 import argparse
 import datetime
-import multiprocessing
 import os
-import resource
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / ".build" / "collections"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import bson  # noqa: E402
 import pymongo  # noqa: E402
 from bson.codec_options import CodecOptions  # noqa: E402
 from bson.raw_bson import RawBSONDocument  # noqa: E402
+from storage import measured  # noqa: E402  bench/storage.py: forked, timed, peak RSS
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, fetch_object, latest  # noqa: E402
 from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import plan_dump, write_archive  # noqa: E402
@@ -60,33 +59,6 @@ TEMPLATE = bson.encode(
     }
 )
 ID_AT = 4 + 1 + len(b"_id\x00")  # first field: int64 _id right after the length and type byte
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def measured(work, *args) -> tuple[float, float]:
-    """Run ``work(*args)`` in a forked process: (seconds, peak RSS MiB of that process)."""
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-
-    def child():
-        start = time.perf_counter()
-        try:
-            work(*args)
-        except BaseException:
-            queue.put(None)
-            raise
-        queue.put((time.perf_counter() - start, peak_rss_mib()))
-
-    proc = ctx.Process(target=child)
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if proc.exitcode or result is None:
-        raise SystemExit(f"{work.__name__} failed")
-    return result
 
 
 def batches(docs: int):

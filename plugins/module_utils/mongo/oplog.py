@@ -84,30 +84,43 @@ def _apply_command(client, db_name: str, command: dict, ns_map: NsMap) -> bool:
     if name == "applyOps":
         apply_entries(client, command["applyOps"], ns_map)
         return True
-    if name in ("create", "drop", "createIndexes", "dropIndexes", "collMod"):
-        target = ns_map(f"{db_name}.{command[name]}")
-        if target is None:
-            return False
-        tdb, tcoll = target.split(".", 1)
-        body = {k: v for k, v in command.items() if k not in (name, "idIndex")}
-        if name == "create":
-            if tcoll in client[tdb].list_collection_names():
-                return False
-            if "viewOn" in body:
-                body["pipeline"] = body.pop("viewPipeline", body.get("pipeline", []))
-        if name == "createIndexes":
-            body["indexes"] = [{k: v for k, v in i.items() if k not in ("ns", "entryFormat")} for i in body["indexes"]]
-        if name == "drop" and tcoll not in client[tdb].list_collection_names():
-            return False
-        client[tdb].command({name: tcoll, **body})
-        return True
+    if name in ("startIndexBuild", "abortIndexBuild"):
+        return False  # two-phase index builds: commitIndexBuild carries the indexes
     if name == "dropDatabase":
-        client.drop_database(db_name)
+        # Only the collections this restore maps (a filtered restore never drops anything else).
+        for coll in client[db_name].list_collection_names():
+            target = ns_map(f"{db_name}.{coll}")
+            if target is not None:
+                tdb, tcoll = target.split(".", 1)
+                client[tdb].drop_collection(tcoll)
         return True
-    raise SourceError(
-        f"oplog replay does not support the command {name!r} (in {db_name}): restore from a later "
-        "full backup or replay it by hand"
-    )
+    if name not in ("create", "drop", "createIndexes", "commitIndexBuild", "dropIndexes", "collMod"):
+        raise SourceError(
+            f"oplog replay does not support the command {name!r} (in {db_name}): restore from a later "
+            "full backup or replay it by hand"
+        )
+    target = ns_map(f"{db_name}.{command[name]}")
+    if target is None:
+        return False
+    tdb, tcoll = target.split(".", 1)
+    body = {k: v for k, v in command.items() if k not in (name, "idIndex")}
+    existing = client[tdb].list_collection_names()
+    if name == "create":
+        if tcoll in existing:
+            return False
+        if "viewOn" in body:
+            body["pipeline"] = body.pop("viewPipeline", body.get("pipeline", []))
+    elif name == "drop" and tcoll not in existing:
+        return False
+    elif name in ("createIndexes", "commitIndexBuild"):
+        # A server logs one index per createIndexes entry, fields at the top; SecantusDB a list.
+        specs = body.get("indexes") or [{k: v for k, v in body.items() if k not in ("indexBuildUUID",)}]
+        body = {"indexes": [{k: v for k, v in i.items() if k not in ("ns", "entryFormat")} for i in specs]}
+        name = "createIndexes"
+    elif name == "dropIndexes" and "index" not in body:
+        body = {"index": body.get("indexes") or "*"}
+    client[tdb].command({name: tcoll, **body})
+    return True
 
 
 def apply_entries(client, entries: Iterable[dict], ns_map: NsMap | None = None) -> dict[str, int]:

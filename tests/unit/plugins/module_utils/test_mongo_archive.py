@@ -12,7 +12,7 @@ import struct
 import bson
 import pytest
 
-from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError
+from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError, SourceError
 from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import (
     OPLOG_NS,
     ArchiveReader,
@@ -25,7 +25,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import (
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.client import ns_selected
 from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import count_documents
-from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import _diff_to_updates
+from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import _diff_to_updates, apply_entries
 from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import Renamer
 
 TERM = b"\xff\xff\xff\xff"
@@ -232,3 +232,51 @@ def test_server_form_of_update_diffs():
 def test_secantus_form_of_update_diffs():
     diff = {"updatedFields": {"x": 2, "sub.b": 2}, "removedFields": ["arr"], "truncatedArrays": []}
     assert _diff_to_updates(diff) == ({"x": 2, "sub.b": 2}, {"arr": ""}, {})
+
+
+class FakeDatabase:
+    def __init__(self, client, name):
+        self.client, self.name = client, name
+
+    def list_collection_names(self):
+        return sorted(self.client.collections.get(self.name, ()))
+
+    def command(self, command):
+        self.client.log.append((self.name, dict(command)))
+
+    def drop_collection(self, name):
+        self.client.log.append((self.name, {"drop": name}))
+
+
+class FakeClient:
+    """Records the commands an oplog replay sends."""
+
+    def __init__(self, collections):
+        self.collections = collections
+        self.log = []
+
+    def __getitem__(self, name):
+        return FakeDatabase(self, name)
+
+
+def test_replayed_commands_follow_the_restore_mapping():
+    client = FakeClient({"app": {"users", "logs"}, "other": {"keep"}})
+    keep_app = {"app.users": "copy.users"}.get
+    entries = [
+        # A server's createIndexes entry: one index, fields at the top level.
+        {"op": "c", "ns": "app.$cmd", "o": {"createIndexes": "users", "v": 2, "key": {"email": 1}, "name": "email_1"}},
+        {"op": "c", "ns": "app.$cmd", "o": {"startIndexBuild": "users", "indexes": []}},
+        {"op": "c", "ns": "app.$cmd", "o": {"dropDatabase": 1}},
+        {"op": "c", "ns": "other.$cmd", "o": {"drop": "keep"}},
+    ]
+    applied = apply_entries(client, entries, keep_app)
+    assert client.log == [
+        ("copy", {"createIndexes": "users", "indexes": [{"v": 2, "key": {"email": 1}, "name": "email_1"}]}),
+        ("copy", {"drop": "users"}),
+    ]
+    assert applied == {"app.$cmd": 2}
+
+
+def test_unsupported_oplog_commands_are_named():
+    with pytest.raises(SourceError, match="renameCollection"):
+        apply_entries(FakeClient({}), [{"op": "c", "ns": "a.$cmd", "o": {"renameCollection": "a.b", "to": "a.c"}}])
