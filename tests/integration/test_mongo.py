@@ -139,6 +139,8 @@ def seed(client, prefix):
     a.command("create", "adults_view", viewOn="people", pipeline=[{"$match": {"age": {"$gte": 18}}}])
     b.create_collection("events", capped=True, size=1024 * 1024, max=500)
     b.events.insert_many([{"_id": i, "kind": "tick"} for i in range(50)])
+    b.create_collection("weather", timeseries={"timeField": "at", "metaField": "station", "granularity": "hours"})
+    b.weather.insert_many([{"at": datetime.datetime(2026, 2, 21, h), "station": "s1", "t": h / 2} for h in range(5)])
     b.empty.insert_one({"_id": 0})
     b.empty.delete_one({"_id": 0})
 
@@ -161,7 +163,14 @@ def test_round_trip_of_types_databases_indexes_views_and_capped_options(svc, env
     )
     assert dumped["rc"] == 0, dumped
     counts = {c["ns"]: c["documents"] for c in dumped["collections"]}
-    assert counts == {"rt_a.adults_view": 0, "rt_a.people": 3000, "rt_a.types": 3, "rt_b.empty": 0, "rt_b.events": 50}
+    assert counts == {
+        "rt_a.adults_view": 0,
+        "rt_a.people": 3000,
+        "rt_a.types": 3,
+        "rt_b.empty": 0,
+        "rt_b.events": 50,
+        "rt_b.weather": 5,
+    }
     assert dumped["last_ts"]["t"] >= dumped["first_ts"]["t"]
     manifest = list_sets(s3_storage(svc, s3_url), "mongo-full")[0].manifest
     assert manifest["facts"]["first_ts"] == dumped["first_ts"] and manifest["facts"]["last_ts"] == dumped["last_ts"]
@@ -182,6 +191,11 @@ def test_round_trip_of_types_databases_indexes_views_and_capped_options(svc, env
     assert len(index_facts(out.rt_a.people)) == 5
     infos = {i["name"]: i for i in out.rt_b.list_collections()}
     assert infos["events"]["options"] == {"capped": True, "size": 1024 * 1024, "max": 500}
+    # SecantusDB keeps a time series collection as a plain one with the option (no system.buckets).
+    assert infos["weather"]["options"] == {
+        "timeseries": {"timeField": "at", "metaField": "station", "granularity": "hours"}
+    }
+    assert out.rt_b.weather.count_documents({}) == 5
     view = {i["name"]: i for i in out.rt_a.list_collections()}["adults_view"]
     assert view["type"] == "view"
     assert view["options"] == {"viewOn": "people", "pipeline": [{"$match": {"age": {"$gte": 18}}}]}

@@ -113,6 +113,11 @@ class Target:
     def collection(self) -> str:
         return self.target.split(".", 1)[1]
 
+    @property
+    def data_collection(self) -> str:
+        """Where the documents go: a time series collection's are its buckets (as mongorestore does)."""
+        return f"system.buckets.{self.collection}" if self.kind == "timeseries" else self.collection
+
     def data_key(self) -> tuple[str, str]:
         """The archive namespace holding this collection's documents (time series: its buckets)."""
         if self.kind == "timeseries":
@@ -243,7 +248,7 @@ class _Inserter:
         self.pending.append(self.pool.submit(self._insert, target, docs))
 
     def _insert(self, target: Target, docs: list) -> None:
-        coll = self.client[target.db].get_collection(target.collection, write_concern=self.write_concern)
+        coll = self.client[target.db].get_collection(target.data_collection, write_concern=self.write_concern)
         try:
             coll.insert_many(docs, ordered=False, bypass_document_validation=True)
             target.restored += len(docs)
