@@ -26,7 +26,7 @@ import services
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from harness import module_env, run_module, s3_storage
+from harness import REPO, module_env, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import OPLOG_NS, ArchiveReader
@@ -513,3 +513,46 @@ def test_users_and_roles_are_dumped_and_their_restore_refused_where_unsupported(
     assert data_only["rc"] == 0, data_only
     assert out.app.x.find_one({"_id": 1}) == {"_id": 1}
     assert [n["ns"] for n in data_only["namespaces"]] == ["app.x"]
+
+
+def test_backup_and_dr_playbooks_bring_mongodb_back(env, s3_url, age_key, mongo_server, tmp_path):
+    """backup.yml with caas_backup_mongodb_uri, then the disaster, then dr.yml with the mongodb component.
+
+    The password reaches the modules only through CAAS_MONGO_PASSWORD: never argv, output or the manifest.
+    """
+    from test_playbooks import ArgvWatch
+
+    server = mongo_server("site", auth=True)
+    password = (Path(server.dir) / "admin.password").read_text().strip()
+    client = pymongo.MongoClient(server.url)
+    client.shop.orders.insert_many([{"_id": i, "sku": f"s{i}"} for i in range(700)])
+    client.shop.orders.create_index("sku", unique=True)
+    report = tmp_path / "report.json"
+    extra = {
+        "caas_backup_storage_url": s3_url,
+        "caas_backup_s3_endpoint_url": env["CAAS_S3_ENDPOINT"],
+        "caas_backup_encryption_recipients": [age_key["recipient"]],
+        "caas_backup_encryption_identity_file": age_key["file"],
+        "caas_backup_config": False,
+        "caas_backup_mongodb_uri": f"mongodb://127.0.0.1:{server.port}/?replicaSet=secantus",
+        "caas_backup_mongodb_user": "admin",
+        "dr_site_components": ["mongodb"],
+        "dr_site_report_path": str(report),
+    }
+    run_env = dict(env, CAAS_MONGO_PASSWORD=password)
+    with ArgvWatch([password]) as watch:
+        backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, run_env, "-v")
+        assert backup.returncode == 0, backup.stdout + backup.stderr
+        client.drop_database("shop")
+        dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, run_env, "-v")
+        assert dr.returncode == 0, dr.stdout + dr.stderr
+    assert watch.found == []
+    for output in (backup.stdout, backup.stderr, dr.stdout, dr.stderr):
+        assert password not in output
+    assert client.shop.orders.count_documents({}) == 700
+    assert "sku_1" in client.shop.orders.index_information()
+    measured = json.loads(report.read_text())
+    assert measured["components"]["mongodb"]["source"] == "secantus"
+    assert float(measured["rpo_seconds"]) >= 0
+    [bset] = list_sets(s3_storage(env, s3_url), "mongo-full")
+    assert password not in json.dumps(bset.manifest)
