@@ -217,25 +217,28 @@ def write_archive(client, out, plan: DumpPlan, parallel: int, oplog: bool) -> di
 
 
 def _write_oplog(client, writer: ArchiveWriter, start) -> dict:
-    """The oplog entries after ``start`` up to now, into the oplog namespace; the consistent window.
+    """The oplog entries from ``start`` on, into the oplog namespace; the consistent window.
 
-    Afterwards the oldest entry must still be at or before ``start``: otherwise the oplog rolled
-    over while the dump ran, and entries the restore would need are gone.
+    As ``mongodump --oplog``, the read starts at the entry ``start`` itself (replaying it is
+    idempotent): finding it first proves the oplog did not roll over while the dump ran. The
+    consistent point is the last entry read: the oplog is read in order, and a server shows no
+    entry with a hole before it.
     """
+    end = start
     try:
-        # The consistent point is the last entry this read returns: the oplog is read in order, and a
-        # server only shows entries without holes before them.
-        end = start
         oplog = client.local.get_collection("oplog.rs")
-        for batch in oplog.find_raw_batches({"ts": {"$gt": start}}, batch_size=BATCH_DOCS):
+        for batch in oplog.find_raw_batches({"ts": {"$gte": start}}, batch_size=BATCH_DOCS):
+            if end is start and start.time:
+                first = bson.decode(batch[: _LEN.unpack_from(batch)[0]])["ts"]
+                if first != start:
+                    raise SourceError(
+                        f"the oplog rolled over during the dump (its entries now start at {first}, the dump "
+                        f"started at {start}): the dump cannot be made consistent; enlarge the oplog"
+                    )
             writer.write(OPLOG_NS, batch, count_documents(batch))
             end = _last_ts(batch)
-        oldest = oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
-        if start.time and oldest is not None and oldest["ts"] > start:
-            raise SourceError(
-                f"the oplog rolled over during the dump (its oldest entry is {oldest['ts']}, the dump started at "
-                f"{start}): the dump cannot be made consistent; enlarge the oplog"
-            )
+        if start.time and end is start:
+            raise SourceError(f"the oplog no longer holds the entry {start} the dump started at: it rolled over")
         ns = writer.close_namespace(OPLOG_NS)
     except pymongo_errors.PyMongoError as exc:
         raise translate(exc, "the source") from None
