@@ -199,7 +199,7 @@ def run(module: BackupModule) -> dict:
     )
     with fetch_object(storage, bset, "dump.archive") as copy:
         with copy.reader(identities) as reader:
-            prelude = verify_archive(reader, copy.name)
+            prelude = verify_archive(reader, copy.name, bset.facts)
         targets = select(prelude, p["ns_include"], p["ns_exclude"], renamer, p["restore_users_and_roles"])
         client = connect(p, maxPoolSize=max(10, p["insertion_workers"] + 2))
         try:

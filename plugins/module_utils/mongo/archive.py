@@ -246,6 +246,16 @@ class Prelude:
                 return ns
         return None
 
+    def data_of(self, ns: Namespace) -> Namespace | None:
+        """The namespace holding ``ns``'s documents: a time series view's are in its buckets collection."""
+        if ns.type == "timeseries":
+            return self.get((ns.db, f"system.buckets.{ns.collection}"))
+        return ns
+
+    def collections(self) -> list[Namespace]:
+        """The prelude's collections, views and time series (not the oplog, not buckets namespaces)."""
+        return [ns for ns in self.namespaces if not ns.is_oplog and not ns.collection.startswith("system.buckets.")]
+
 
 class ArchiveReader:
     """Reads an archive as mongo-tools' demultiplexer does, checking each namespace's CRC at its EOF.

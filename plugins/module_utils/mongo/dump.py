@@ -180,18 +180,27 @@ class _Mux:
                 continue
         raise InterruptedError("the dump was stopped")
 
-    def read_collection(self, client, ns: Namespace) -> None:
+    def read_collection(self, client, ns: Namespace, data: Namespace) -> None:
+        """Hand ``ns``'s documents to the writer, as namespace ``data`` (its buckets for a time series)."""
         try:
-            data_name = f"system.buckets.{ns.collection}" if ns.type == "timeseries" else ns.collection
             if ns.type != "view":
-                coll = client[ns.db][data_name]
-                for batch in coll.find_raw_batches({}, batch_size=BATCH_DOCS):
-                    self.put((ns.key, batch, count_documents(batch)))
-            self.put((ns.key, None, 0))
+                for batch in client[data.db][data.collection].find_raw_batches({}, batch_size=BATCH_DOCS):
+                    self.put((data.key, batch, count_documents(batch)))
+            self.put((data.key, None, 0))
         except InterruptedError:
             return
         except Exception as exc:  # noqa: BLE001  handed to the writer thread, which raises it
-            self.put((ns.key, exc, 0))
+            self.put((data.key, exc, 0))
+
+
+def data_namespace(writer: ArchiveWriter, ns: Namespace) -> Namespace:
+    """Where a collection's documents go: a time series view's are in its buckets collection, which
+    mongodump archives as a namespace of its own (not in the prelude)."""
+    if ns.type != "timeseries":
+        return ns
+    buckets = Namespace(ns.db, f"system.buckets.{ns.collection}", type="collection")
+    writer.namespaces[buckets.key] = buckets
+    return buckets
 
 
 def write_archive(client, out, plan: DumpPlan, parallel: int, oplog: bool) -> dict:
@@ -206,12 +215,13 @@ def write_archive(client, out, plan: DumpPlan, parallel: int, oplog: bool) -> di
         raise translate(exc, "the source") from None
     writer.prelude(header, plan.namespaces)
     collections = [ns for ns in plan.namespaces if not ns.is_oplog]
-    _write_collections(client, writer, collections, parallel)
+    jobs = [(ns, data_namespace(writer, ns)) for ns in collections]
+    _write_collections(client, writer, jobs, parallel)
     facts: dict = {"first_ts": None, "last_ts": None, "oplog_entries": 0, "consistent": False}
     if oplog:
         facts.update(_write_oplog(client, writer, start))
     facts["collections"] = [
-        {"ns": ns.name, "type": ns.type, "documents": ns.documents, "bytes": ns.bytes} for ns in collections
+        {"ns": ns.name, "type": ns.type, "documents": data.documents, "bytes": data.bytes} for ns, data in jobs
     ]
     return facts
 
@@ -245,13 +255,13 @@ def _write_oplog(client, writer: ArchiveWriter, start) -> dict:
     return {"first_ts": ts_fact(start), "last_ts": ts_fact(end), "oplog_entries": ns.documents, "consistent": True}
 
 
-def _write_collections(client, writer: ArchiveWriter, collections: list[Namespace], parallel: int) -> None:
+def _write_collections(client, writer: ArchiveWriter, jobs: list[tuple[Namespace, Namespace]], parallel: int) -> None:
     mux = _Mux(max(2, parallel))
     pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mongo-dump")
     try:
-        for ns in collections:
-            pool.submit(mux.read_collection, client, ns)
-        remaining = len(collections)
+        for ns, data in jobs:
+            pool.submit(mux.read_collection, client, ns, data)
+        remaining = len(jobs)
         while remaining:
             key, data, count = mux.queue.get()
             if isinstance(data, Exception):
@@ -308,21 +318,22 @@ def import_archive(source, out, name: str) -> dict:
             first = first or ts
             last = ts
     oplog_ns = prelude.get(OPLOG_NS)
-    collections = [ns for ns in prelude.namespaces if not ns.is_oplog]
     return {
         "first_ts": ts_fact(first),
         "last_ts": ts_fact(last),
         "oplog_entries": oplog_ns.documents if oplog_ns else 0,
         "consistent": oplog_ns is not None,
-        "collections": [
-            {
-                "ns": ns.name,
-                "type": ns.type or parse_metadata(ns.metadata).get("type", "collection"),
-                "documents": ns.documents,
-                "bytes": ns.bytes,
-            }
-            for ns in collections
-        ],
+        "collections": [_imported(prelude, ns) for ns in prelude.collections()],
         "server_version": prelude.header.get("server_version", ""),
         "tool_version": prelude.header.get("tool_version", ""),
+    }
+
+
+def _imported(prelude, ns: Namespace) -> dict:
+    data = prelude.data_of(ns)
+    return {
+        "ns": ns.name,
+        "type": ns.type or parse_metadata(ns.metadata).get("type", "collection"),
+        "documents": data.documents if data else 0,
+        "bytes": data.bytes if data else 0,
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -56,9 +57,21 @@ def buffered(reader) -> io.BufferedReader:
     return io.BufferedReader(reader, CHUNK)
 
 
-def verify_archive(reader, name: str) -> Prelude:
-    """First pass: read the whole archive, checking its format and every namespace's CRC."""
-    return ArchiveReader(buffered(reader), name).verify()
+def verify_archive(reader, name: str, facts: dict | None = None) -> Prelude:
+    """First pass: read the whole archive, checking its format, every namespace's CRC, and the counts.
+
+    ``facts`` are the manifest's: each collection must hold as many documents as the manifest says.
+    """
+    prelude = ArchiveReader(buffered(reader), name).verify()
+    for fact in (facts or {}).get("collections") or ():
+        ns = prelude.get(tuple(str(fact.get("ns", "")).split(".", 1)))
+        data = prelude.data_of(ns) if ns else None
+        found = data.documents if data else 0 if ns else None
+        if found != fact.get("documents"):
+            raise IntegrityError(
+                f"{name} holds {found} documents of {fact.get('ns')} but its manifest says {fact.get('documents')}"
+            )
+    return prelude
 
 
 class Renamer:
@@ -241,6 +254,7 @@ class _Inserter:
         self.limit = max(1, workers) * 2
         self.pending: list = []
         self.write_concern = WriteConcern(**write_concern) if write_concern else None
+        self.lock = threading.Lock()
 
     def submit(self, target: Target, docs: list) -> None:
         if len(self.pending) >= self.limit:
@@ -251,14 +265,16 @@ class _Inserter:
         coll = self.client[target.db].get_collection(target.data_collection, write_concern=self.write_concern)
         try:
             coll.insert_many(docs, ordered=False, bypass_document_validation=True)
-            target.restored += len(docs)
+            with self.lock:
+                target.restored += len(docs)
         except pymongo_errors.BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
                 first = (errors or exc.details.get("writeConcernErrors") or [{}])[0]
                 raise SourceError(f"inserting into {target.target} failed: {first.get('errmsg', exc)}") from None
-            target.duplicates += len(errors)
-            target.restored += exc.details.get("nInserted", 0)
+            with self.lock:
+                target.duplicates += len(errors)
+                target.restored += exc.details.get("nInserted", 0)
 
     def flush(self) -> None:
         while self.pending:

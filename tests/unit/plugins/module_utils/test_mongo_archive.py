@@ -280,3 +280,25 @@ def test_replayed_commands_follow_the_restore_mapping():
 def test_unsupported_oplog_commands_are_named():
     with pytest.raises(SourceError, match="renameCollection"):
         apply_entries(FakeClient({}), [{"op": "c", "ns": "a.$cmd", "o": {"renameCollection": "a.b", "to": "a.c"}}])
+
+
+def test_time_series_data_lives_in_its_buckets_namespace():
+    """As mongodump archives it: the prelude names the time series, the segments its system.buckets collection."""
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import data_namespace, import_archive
+
+    out = io.BytesIO()
+    writer = ArchiveWriter(out)
+    weather = Namespace("iot", "weather", metadata='{"type":"timeseries"}', type="timeseries")
+    writer.prelude({"concurrent_collections": 1}, [weather])
+    buckets = data_namespace(writer, weather)
+    assert buckets.key == ("iot", "system.buckets.weather")
+    writer.write(buckets.key, bson.encode({"_id": 1}) + bson.encode({"_id": 2}), 2)
+    writer.close_namespace(buckets.key)
+    data = out.getvalue()
+    assert ns_header("iot", "system.buckets.weather") in data and ns_header("iot", "weather") not in data
+    prelude = ArchiveReader(io.BytesIO(data)).verify()
+    assert [ns.name for ns in prelude.collections()] == ["iot.weather"]
+    assert prelude.data_of(prelude.get(("iot", "weather"))).documents == 2
+    facts = import_archive(io.BytesIO(data), io.BytesIO(), "x")
+    assert facts["collections"] == [{"ns": "iot.weather", "type": "timeseries", "documents": 2, "bytes": 2 * 14}]
+    assert facts["consistent"] is False and facts["last_ts"] is None
