@@ -86,6 +86,8 @@ doc: venv
 	ansible-doc caas.backup.redis_restore > /dev/null
 	ansible-doc caas.backup.kafka_topic_export > /dev/null
 	ansible-doc caas.backup.kafka_topic_restore > /dev/null
+	ansible-doc caas.backup.mongo_dump > /dev/null
+	ansible-doc caas.backup.mongo_restore > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv
@@ -93,7 +95,7 @@ demo: venv
 
 ## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
 bench: venv
-	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py'
+	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py && $(PY) bench/mongo.py'
 	$(PY) bench/redis.py  # starts its own redis-server
 
 clean:

@@ -45,14 +45,18 @@ def measured(work, *args) -> tuple[float, float]:
 
     def child():
         start = time.perf_counter()
-        work(*args)
+        try:
+            work(*args)
+        except BaseException:
+            queue.put(None)  # so the parent does not wait for ever
+            raise
         queue.put((time.perf_counter() - start, peak_rss_mib()))
 
     proc = ctx.Process(target=child)
     proc.start()
     result = queue.get()
     proc.join()
-    if proc.exitcode:
+    if proc.exitcode or result is None:
         raise SystemExit(f"{work.__name__} failed")
     return result
 

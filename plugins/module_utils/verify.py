@@ -33,6 +33,14 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     document_facts,
     validate_document,
 )
+from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, scratch_server
+from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
+    Renamer,
+    plan,
+    restore_archive,
+    select,
+    verify_archive,
+)
 from ansible_collections.caas.backup.plugins.module_utils.redis_backup import (
     copy_rdb,
     extract_aof,
@@ -50,11 +58,11 @@ class KindChecks:
     """How to check one kind: the object to read, its format check, and its test restore."""
 
     stem: str
-    checksum: Callable[[LocalCopy, BackupSet, list[str], str], dict]
-    restore: Callable[[LocalCopy, BackupSet, list[str], str], dict]
+    checksum: Callable[[LocalCopy, BackupSet, list[str], str, dict], dict]
+    restore: Callable[[LocalCopy, BackupSet, list[str], str, dict], dict]
 
 
-def _config_listing(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+def _config_listing(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
     empty = tempfile.mkdtemp(dir=scratch)
     with copy.reader(identities) as reader:
         names = plan_restore(reader, empty, [])["create"]
@@ -64,7 +72,7 @@ def _config_listing(copy: LocalCopy, bset: BackupSet, identities: list[str], scr
     return {"members": len(names)}
 
 
-def _config_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+def _config_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
     dest = tempfile.mkdtemp(dir=scratch)
     with copy.reader(identities) as reader:
         names = plan_restore(reader, dest, [])["create"]
@@ -85,7 +93,7 @@ def _config_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scr
     return {"files": files, "bytes": sizes}
 
 
-def _redis_rdb_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+def _redis_rdb_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
     with copy.reader(identities) as reader:
         facts = copy_rdb(reader, None, copy.name)
     expected = bset.facts.get("rdb_version")
@@ -103,13 +111,15 @@ def _redis_keys(bset: BackupSet, keys: int) -> dict:
     return {"keys": keys}
 
 
-def _redis_rdb_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+def _redis_rdb_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
     with copy.reader(identities) as reader, open(os.path.join(scratch, "dump.rdb"), "wb") as out:
         copy_rdb(reader, out, copy.name)
     return _redis_keys(bset, scratch_key_count(scratch, SCRATCH_TIMEOUT))
 
 
-def _redis_aof_files(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> tuple[str, str]:
+def _redis_aof_files(
+    copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict
+) -> tuple[str, str]:
     """Extract the AOF into scratch; returns (its directory name, its appendfilename)."""
     directory = bset.facts.get("aof_dir") or "appendonlydir"
     with copy.reader(identities) as reader:
@@ -122,17 +132,17 @@ def _aof_manifest_name(bset: BackupSet) -> str:
     return base.split(".base.")[0].rsplit(".", 1)[0] + ".manifest"
 
 
-def _redis_aof_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
-    directory, _name = _redis_aof_files(copy, bset, identities, scratch)
+def _redis_aof_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
+    directory, _name = _redis_aof_files(copy, bset, identities, scratch, options)
     return {"files": len(os.listdir(os.path.join(scratch, directory)))}
 
 
-def _redis_aof_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
-    aof = _redis_aof_files(copy, bset, identities, scratch)
+def _redis_aof_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
+    aof = _redis_aof_files(copy, bset, identities, scratch, options)
     return _redis_keys(bset, scratch_key_count(scratch, SCRATCH_TIMEOUT, aof))
 
 
-def _kafka_document(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str) -> dict:
+def _kafka_document(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
     """Parse and validate the export; its counts must be the manifest's (both levels: there is no data to load)."""
     with copy.reader(identities) as reader:
         try:
@@ -146,16 +156,48 @@ def _kafka_document(copy: LocalCopy, bset: BackupSet, identities: list[str], scr
     return {key: facts[key] for key in ("topics", "partitions", "groups")}
 
 
+def _mongo_verify(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict):
+    with copy.reader(identities) as reader:
+        return verify_archive(reader, copy.name, bset.facts)
+
+
+def _mongo_check(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
+    prelude = _mongo_verify(copy, bset, identities, scratch, options)
+    return {"namespaces": len(prelude.collections()), "documents": sum(ns.documents for ns in prelude.namespaces)}
+
+
+def _mongo_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
+    """Restore everything (oplog replayed) into a scratch server; restore_archive compares every count."""
+    prelude = _mongo_verify(copy, bset, identities, scratch, options)
+    with scratch_server(scratch, options.get("scratch_mongo_uri")) as uri:
+        client = connect({"uri": uri})
+        try:
+            targets = select(prelude, [], [], Renamer([], []), False)
+            restore_plan = plan(client, prelude, targets, True, True)
+            with copy.reader(identities) as reader:
+                done = restore_archive(client, reader, copy.name, restore_plan)
+        finally:
+            client.close()
+    collections = [c for c in done.get("collections", ()) if c.get("type") != "view"]
+    return {"collections": len(collections), "documents": sum(c.get("count") or 0 for c in collections)}
+
+
 CHECKS: dict[str, KindChecks] = {
     "config": KindChecks("config.tar", _config_listing, _config_restore),
     "redis-rdb": KindChecks("dump.rdb", _redis_rdb_check, _redis_rdb_restore),
     "redis-aof": KindChecks("appendonlydir.tar", _redis_aof_check, _redis_aof_restore),
     "kafka-meta": KindChecks(OBJECT_STEM, _kafka_document, _kafka_document),
+    "mongo-full": KindChecks("dump.archive", _mongo_check, _mongo_restore),
 }
 
 
 def verify_set(
-    storage: Storage, bset: BackupSet, identities: list[str], level: str, scratch_dir: str | None = None
+    storage: Storage,
+    bset: BackupSet,
+    identities: list[str],
+    level: str,
+    scratch_dir: str | None = None,
+    options: dict | None = None,
 ) -> dict:
     """Check one set at ``level``; returns a report with ``ok`` and one entry per check (never raises for bad data)."""
     if level not in LEVELS:
@@ -188,7 +230,9 @@ def verify_set(
         scratch = tempfile.mkdtemp(prefix="caas-verify-", dir=scratch_dir)
         try:
             with fetch_object(storage, bset, kind.stem, scratch) as copy:
-                facts = (kind.checksum if level == "checksum" else kind.restore)(copy, bset, identities, scratch)
+                facts = (kind.checksum if level == "checksum" else kind.restore)(
+                    copy, bset, identities, scratch, options or {}
+                )
             checks.append({"check": f"{level} {kind.stem}", "ok": True, **facts})
         except BackupError as exc:
             checks.append({"check": f"{level} {kind.stem}", "ok": False, "error": str(exc)})

@@ -38,6 +38,12 @@ options:
       - Store each report beside its set.
     type: bool
     default: true
+  scratch_mongo_uri:
+    description:
+      - MongoDB server for O(level=restore) of C(mongo-full) sets. Its collections of the same names are dropped and
+        replaced, so give a scratch server only. When unset, a scratch C(mongod) (or C(secantusd-py)) is started on
+        loopback in O(scratch_dir) and stopped afterwards.
+    type: str
   scratch_dir:
     description:
       - Directory for the verified local copies and test restores (removed afterwards); the system temporary
@@ -108,7 +114,9 @@ def run(module: BackupModule) -> dict:
     identities = module.identities()
     reports = []
     for bset in sets:
-        report = verify_set(storage, bset, identities, p["level"], p["scratch_dir"])
+        report = verify_set(
+            storage, bset, identities, p["level"], p["scratch_dir"], {"scratch_mongo_uri": p["scratch_mongo_uri"]}
+        )
         if p["record"]:
             record_verification(storage, bset, report)
         reports.append(report)
@@ -131,6 +139,7 @@ def main() -> None:
             all_sets=dict(type="bool", default=False),
             level=dict(type="str", default="checksum", choices=["checksum", "restore"]),
             record=dict(type="bool", default=True),
+            scratch_mongo_uri=dict(type="str", no_log=True),
             scratch_dir=dict(type="path"),
         ),
         reads=True,

@@ -1,0 +1,151 @@
+"""MongoDB dump and restore throughput and memory, as ratios measured in one run (not a test: it asserts nothing).
+
+Fills SIZE MiB of ~1 KiB documents (four collections) into the MongoDB of scripts/services with raw
+``insert_many`` (the restore baseline), reads them back with a raw pymongo ``RawBSONDocument`` cursor
+(the dump baseline), then dumps them with the collection's ``mongo_dump`` code (zstd, oplog, parallel
+collections) to a local directory and restores them into another database with ``mongo_restore``'s
+code (sha256 and CRC verification pass included). Each measurement runs in its own forked process,
+which reports its peak RSS.
+
+    make bench                      # starts the services, runs this (and bench/storage.py), stops them
+    python bench/mongo.py --size 64 # with CAAS_MONGO_URI exported (eval "$(scripts/services up)")
+
+Goals (issue 3): dump >= 0.9x the raw read, restore >= 0.85x the raw insert_many, dump peak RSS <= 256 MiB
+for 1 GiB.
+"""
+
+import argparse
+import datetime
+import os
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / ".build" / "collections"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import bson  # noqa: E402
+import pymongo  # noqa: E402
+from bson.codec_options import CodecOptions  # noqa: E402
+from bson.raw_bson import RawBSONDocument  # noqa: E402
+from storage import measured  # noqa: E402  bench/storage.py: forked, timed, peak RSS
+
+from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, fetch_object, latest  # noqa: E402
+from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import plan_dump, write_archive  # noqa: E402
+from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (  # noqa: E402
+    Renamer,
+    plan,
+    restore_archive,
+    select,
+    verify_archive,
+)
+from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage  # noqa: E402
+from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions  # noqa: E402
+
+SOURCE_DB = "bench_mongo_src"
+TARGET_DB = "bench_mongo_dst"
+COLLECTIONS = 4
+BATCH = 1000
+TEMPLATE = bson.encode(
+    {
+        "_id": bson.Int64(0),
+        "customer": "caas-customer-name",
+        "note": "lorem ipsum dolor sit amet " * 33,
+        "amount": 1234.5,
+        "tags": ["red", "green", "blue"],
+        "when": datetime.datetime(2026, 2, 21),
+    }
+)
+ID_AT = 4 + 1 + len(b"_id\x00")  # first field: int64 _id right after the length and type byte
+
+
+def batches(docs: int):
+    """Raw documents in batches, made by patching the _id of one encoded template (so making them costs ~nothing)."""
+    head, tail = TEMPLATE[:ID_AT], TEMPLATE[ID_AT + 8 :]
+    for start in range(0, docs, BATCH):
+        yield [RawBSONDocument(head + struct.pack("<q", n) + tail) for n in range(start, min(docs, start + BATCH))]
+
+
+def raw_insert(uri: str, db_name: str, docs: int) -> None:
+    """The restore baseline: raw insert_many of the documents, one collection after another."""
+    client = pymongo.MongoClient(uri)
+    client.drop_database(db_name)
+    per = docs // COLLECTIONS
+    for index in range(COLLECTIONS):
+        coll = client[db_name][f"c{index}"]
+        for batch in batches(per):
+            coll.insert_many(batch, ordered=False)
+
+
+def raw_read(uri: str) -> None:
+    """The dump baseline: a raw RawBSONDocument cursor over every collection."""
+    client = pymongo.MongoClient(uri)
+    db = client.get_database(SOURCE_DB, codec_options=CodecOptions(document_class=RawBSONDocument))
+    count = 0
+    for index in range(COLLECTIONS):
+        for doc in db[f"c{index}"].find():
+            count += len(doc.raw)
+
+
+def dump(uri: str, url: str, oplog: bool = True) -> None:
+    client = pymongo.MongoClient(uri, maxPoolSize=10)
+    dump_plan = plan_dump(client, [f"{SOURCE_DB}.*"], [], False, oplog)
+    writer = SetWriter(open_storage(url), "mongo-full", "bench" if oplog else "bench-no-oplog", WriteOptions("zstd"))
+    with writer.object("dump.archive") as out:
+        facts = write_archive(client, out, dump_plan, 4, oplog)
+    writer.commit(facts)
+
+
+def restore(uri: str, url: str) -> None:
+    storage = open_storage(url)
+    bset = latest(storage, "mongo-full", "bench")
+    client = pymongo.MongoClient(uri, maxPoolSize=10)
+    with fetch_object(storage, bset, "dump.archive") as copy:
+        with copy.reader([]) as reader:
+            prelude = verify_archive(reader, copy.name)
+        targets = select(prelude, [], [], Renamer([f"{SOURCE_DB}.*"], [f"{TARGET_DB}.*"]), False)
+        restore_plan = plan(client, prelude, targets, True, True)
+        with copy.reader([]) as reader:
+            restore_archive(client, reader, copy.name, restore_plan, workers=1, write_concern={"w": 1})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="MiB of documents (default 1024)")
+    size = parser.parse_args().size
+    uri = os.environ.get("CAAS_MONGO_URI")
+    if not uri:
+        raise SystemExit('CAAS_MONGO_URI is not set: run `make bench`, or eval "$(scripts/services up)" first')
+    docs = size * 1024 * 1024 // len(TEMPLATE) // COLLECTIONS * COLLECTIONS
+    client = pymongo.MongoClient(uri)
+    rows = []
+    try:
+        print(f"filling {size} MiB ({docs} documents of {len(TEMPLATE)} bytes) ...", file=sys.stderr)
+        insert_s, insert_rss = measured(raw_insert, uri, SOURCE_DB, docs)
+        rows.append(("raw insert_many (restore baseline)", insert_s, insert_rss, 1.0))
+        read_s, read_rss = measured(raw_read, uri)
+        rows.append(("raw RawBSONDocument read (dump baseline)", read_s, read_rss, 1.0))
+        with tempfile.TemporaryDirectory(prefix="caas-bench-mongo-") as work:
+            url = f"file://{work}"
+            dump_s, dump_rss = measured(dump, uri, url)
+            rows.append(("mongo_dump (zstd, oplog, 4 parallel)", dump_s, dump_rss, read_s / dump_s))
+            # The same without the oplog window: what the oplog reads cost on this server.
+            plain_s, plain_rss = measured(dump, uri, url, False)
+            rows.append(("mongo_dump (zstd, no oplog, 4 parallel)", plain_s, plain_rss, read_s / plain_s))
+            restore_s, restore_rss = measured(restore, uri, url)
+            rows.append(("mongo_restore (verify + insert + count)", restore_s, restore_rss, insert_s / restore_s))
+            stored = sum(p.stat().st_size for p in Path(work).rglob("*") if p.is_file())
+    finally:
+        for name in (SOURCE_DB, TARGET_DB):
+            client.drop_database(name)
+    print(f"\n{size} MiB in {docs} documents; ratio = baseline time / this time (goal: dump >= 0.90, restore >= 0.85)")
+    print(f"stored archive (zstd): {stored / 1024 / 1024:.1f} MiB\n")
+    print(f"{'operation':44} {'seconds':>8} {'MiB/s':>8} {'ratio':>6} {'peak RSS MiB':>13}")
+    for label, seconds, rss, ratio in rows:
+        print(f"{label:44} {seconds:8.2f} {size / seconds:8.1f} {ratio:6.2f} {rss:13.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Oplog replay with plain CRUD commands, for servers without ``applyOps`` (and for renames).
+
+Entries are applied idempotently, as the server's own oplog application does:
+an insert replaces or creates the document, an update of a missing document
+does nothing, a delete of a missing one too. So replaying entries whose
+effect the dumped data already shows is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ansible_collections.caas.backup.plugins.module_utils.common import SourceError
+
+NsMap = Callable[[str], "str | None"]
+
+
+def _diff_to_updates(diff: dict, prefix: str = "") -> tuple[dict, dict, dict]:
+    """A ``$v: 2`` update diff as ($set, $unset, truncations {path: new length}).
+
+    Two forms: the server's (``u`` updates, ``i`` inserts, ``d`` deletes,
+    ``s<field>`` sub-diffs, arrays marked ``a: true`` with ``u<index>``,
+    ``s<index>`` and ``l`` new length) and SecantusDB's (``updatedFields``,
+    ``removedFields``, ``truncatedArrays`` with dotted paths).
+    """
+    sets: dict = {}
+    unsets: dict = {}
+    truncs: dict = {}
+    if any(k in diff for k in ("updatedFields", "removedFields", "truncatedArrays")):
+        sets.update({prefix + k: v for k, v in (diff.get("updatedFields") or {}).items()})
+        unsets.update({prefix + k: "" for k in diff.get("removedFields") or ()})
+        for trunc in diff.get("truncatedArrays") or ():
+            truncs[prefix + trunc["field"]] = int(trunc["newSize"])
+        return sets, unsets, truncs
+    is_array = diff.get("a") is True
+    for key, value in diff.items():
+        if key == "a":
+            continue
+        if is_array and key == "l":
+            truncs[prefix.rstrip(".")] = int(value)
+        elif key in ("u", "i") and isinstance(value, dict):
+            sets.update({prefix + k: v for k, v in value.items()})
+        elif key == "d" and isinstance(value, dict):
+            unsets.update({prefix + k: "" for k in value})
+        elif is_array and key[:1] == "u" and key[1:].isdigit():
+            sets[f"{prefix}{key[1:]}"] = value
+        elif key[:1] == "s" and isinstance(value, dict):
+            more = _diff_to_updates(value, f"{prefix}{key[1:]}.")
+            sets.update(more[0])
+            unsets.update(more[1])
+            truncs.update(more[2])
+        else:
+            raise SourceError(f"unsupported update diff field {key!r} in an oplog entry")
+    return sets, unsets, truncs
+
+
+def _apply_update(coll, selector: dict, update: dict) -> None:
+    if update.get("$v") == 2 and "diff" in update:
+        sets, unsets, truncs = _diff_to_updates(update["diff"])
+        if truncs:
+            coll.update_one(selector, {"$push": {p: {"$each": [], "$slice": n} for p, n in truncs.items()}})
+        change = {}
+        if sets:
+            change["$set"] = sets
+        if unsets:
+            change["$unset"] = unsets
+        if change:
+            coll.update_one(selector, change)
+        return
+    operators = {k: v for k, v in update.items() if k != "$v"}
+    if operators and all(k.startswith("$") for k in operators):
+        coll.update_one(selector, operators)
+    elif not any(k.startswith("$") for k in operators):
+        coll.replace_one(selector, operators)
+    else:
+        raise SourceError(f"unsupported oplog update form with fields {sorted(operators)}")
+
+
+def _apply_command(client, db_name: str, command: dict, ns_map: NsMap) -> bool:
+    name = next(iter(command))
+    if name == "applyOps":
+        apply_entries(client, command["applyOps"], ns_map)
+        return True
+    if name in ("startIndexBuild", "abortIndexBuild"):
+        return False  # two-phase index builds: commitIndexBuild carries the indexes
+    if name == "dropDatabase":
+        # Only the collections this restore maps (a filtered restore never drops anything else).
+        for coll in client[db_name].list_collection_names():
+            target = ns_map(f"{db_name}.{coll}")
+            if target is not None:
+                tdb, tcoll = target.split(".", 1)
+                client[tdb].drop_collection(tcoll)
+        return True
+    if name not in ("create", "drop", "createIndexes", "commitIndexBuild", "dropIndexes", "collMod"):
+        raise SourceError(
+            f"oplog replay does not support the command {name!r} (in {db_name}): restore from a later "
+            "full backup or replay it by hand"
+        )
+    target = ns_map(f"{db_name}.{command[name]}")
+    if target is None:
+        return False
+    tdb, tcoll = target.split(".", 1)
+    body = {k: v for k, v in command.items() if k not in (name, "idIndex")}
+    existing = client[tdb].list_collection_names()
+    if name == "create":
+        if tcoll in existing:
+            return False
+        if "viewOn" in body:
+            body["pipeline"] = body.pop("viewPipeline", body.get("pipeline", []))
+    elif name == "drop" and tcoll not in existing:
+        return False
+    elif name in ("createIndexes", "commitIndexBuild"):
+        # A server logs one index per createIndexes entry, fields at the top; SecantusDB a list.
+        specs = body.get("indexes") or [{k: v for k, v in body.items() if k not in ("indexBuildUUID",)}]
+        body = {"indexes": [{k: v for k, v in i.items() if k not in ("ns", "entryFormat")} for i in specs]}
+        name = "createIndexes"
+    elif name == "dropIndexes" and "index" not in body:
+        body = {"index": body.get("indexes") or "*"}
+    client[tdb].command({name: tcoll, **body})
+    return True
+
+
+def apply_entries(client, entries: Iterable[dict], ns_map: NsMap | None = None) -> dict[str, int]:
+    """Apply decoded oplog entries in order; returns how many were applied per namespace.
+
+    ``ns_map`` maps a source ``db.collection`` to its target name, or None to
+    skip entries of that namespace (filters and renames of the restore).
+    Supported: ``i``/``u``/``d`` (classic ``$set``-style and ``$v: 2`` diff
+    updates), ``n`` (no-op), and the commands create, drop, createIndexes,
+    dropIndexes, collMod, dropDatabase and applyOps. Anything else raises
+    :class:`SourceError` naming it, rather than being skipped silently.
+    """
+    ns_map = ns_map or (lambda ns: ns)
+    applied: dict[str, int] = {}
+    for entry in entries:
+        op = entry.get("op")
+        ns = entry.get("ns", "")
+        if op == "n" or not ns:
+            continue
+        db_name = ns.split(".", 1)[0]
+        if op == "c":
+            if _apply_command(client, db_name, entry["o"], ns_map):
+                applied[ns] = applied.get(ns, 0) + 1
+            continue
+        target = ns_map(ns)
+        if target is None:
+            continue
+        tdb, tcoll = target.split(".", 1)
+        coll = client[tdb][tcoll]
+        if op == "i":
+            doc = entry["o"]
+            coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        elif op == "u":
+            _apply_update(coll, entry.get("o2") or {"_id": entry["o"].get("_id")}, entry["o"])
+        elif op == "d":
+            coll.delete_one(entry["o"])
+        else:
+            raise SourceError(f"oplog replay does not support the operation {op!r} on {ns}")
+        applied[target] = applied.get(target, 0) + 1
+    return applied
