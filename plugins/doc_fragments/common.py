@@ -122,6 +122,18 @@ options:
     type: str
 """
 
+    RESTORE = r"""
+options:
+  backup_id:
+    description:
+      - Backup set to restore. The latest complete set when omitted.
+    type: str
+  before:
+    description:
+      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time.
+    type: str
+"""
+
     SELECT = r"""
 options:
   kinds:

@@ -96,6 +96,12 @@ READ_SPEC: dict = dict(
 )
 
 
+# Options of modules that restore one set: which one.
+RESTORE_SPEC: dict = dict(
+    backup_id=dict(type="str"),
+    before=dict(type="str"),
+)
+
 # Options of modules that look at many sets (prune, info): which kinds and source.
 SELECT_SPEC: dict = dict(
     kinds=dict(
@@ -122,8 +128,8 @@ def _import_errors() -> dict[str, tuple[str, str | None]]:
 class BackupModule(AnsibleModule):
     """AnsibleModule with the collection's common options and error handling.
 
-    ``writes``/``reads``/``selects`` add the options of modules that write,
-    read, or look over many backup sets (``storage=False`` for a module that
+    ``writes``/``reads``/``restores``/``selects`` add the options of modules
+    that write, read, restore one of, or look over many backup sets (``storage=False`` for a module that
     touches no storage); ``libraries`` names extra Python modules the module needs, checked
     with ``missing_required_lib`` so the error says what to install.
     """
@@ -134,6 +140,7 @@ class BackupModule(AnsibleModule):
         *,
         writes: bool = False,
         reads: bool = False,
+        restores: bool = False,
         selects: bool = False,
         storage: bool = True,
         libraries: tuple[str, ...] = (),
@@ -142,8 +149,11 @@ class BackupModule(AnsibleModule):
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
-        if reads:
+        if reads or restores:
             spec.update(READ_SPEC)
+        if restores:
+            spec.update(RESTORE_SPEC)
+            kwargs["mutually_exclusive"] = [("backup_id", "before"), *kwargs.get("mutually_exclusive", ())]
         if selects:
             spec.update(SELECT_SPEC)
         spec.update(argument_spec)
@@ -187,6 +197,14 @@ class BackupModule(AnsibleModule):
             level=p.get("compression_level"),
             recipients=tuple(p["encryption_recipients"] or ()),
         )
+
+    def find_set(self, storage, kind: str):
+        """The set a restore module was asked for: ``backup_id``, else the latest (``before`` a time)."""
+        from ansible_collections.caas.backup.plugins.module_utils.catalog import find_set, parse_time
+
+        p = self.params
+        before = parse_time(p["before"]) if p["before"] else None
+        return find_set(storage, kind, p["backup_id"], p["source_name"], before)
 
     def selected_sets(self, storage) -> list:
         """The catalog's sets of the ``kinds`` and ``source_name`` asked for (all when empty)."""

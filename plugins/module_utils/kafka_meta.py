@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import re
 import socket
 import traceback
@@ -573,6 +574,15 @@ def document_facts(doc: dict) -> dict:
         "groups": len(doc["groups"]),
         "acls": None if doc["acls"] is None else len(doc["acls"]),
     }
+
+
+def read_document(reader, name: str) -> dict:
+    """Parse and validate the export read from ``reader`` (``name`` for errors)."""
+    try:
+        doc = json.load(reader)
+    except ValueError as exc:
+        raise IntegrityError(f"{name} is not JSON: {exc}") from None
+    return validate_document(doc)
 
 
 def validate_document(doc) -> dict:

@@ -31,7 +31,7 @@ from ansible_collections.caas.backup.plugins.module_utils.files import extract, 
 from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     OBJECT_STEM,
     document_facts,
-    validate_document,
+    read_document,
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, scratch_server
 from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
@@ -145,11 +145,7 @@ def _redis_aof_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], 
 def _kafka_document(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
     """Parse and validate the export; its counts must be the manifest's (both levels: there is no data to load)."""
     with copy.reader(identities) as reader:
-        try:
-            doc = json.load(reader)
-        except ValueError as exc:
-            raise IntegrityError(f"the Kafka export is not valid JSON: {exc}") from None
-    facts = document_facts(validate_document(doc))
+        facts = document_facts(read_document(reader, copy.name))
     for key in ("topics", "partitions", "groups"):
         if bset.facts.get(key) is not None and facts[key] != bset.facts[key]:
             raise IntegrityError(f"the Kafka export holds {facts[key]} {key} but the manifest says {bset.facts[key]}")

@@ -21,14 +21,6 @@ options:
         root was V(/).
     type: path
     required: true
-  backup_id:
-    description:
-      - Backup set to restore. The latest complete set when omitted.
-    type: str
-  before:
-    description:
-      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time.
-    type: str
   only:
     description:
       - Glob patterns (matched like C(exclude) of M(caas.backup.config_backup)) of members to restore;
@@ -39,6 +31,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.restore
 attributes:
   check_mode:
     support: full
@@ -105,14 +98,13 @@ from ansible_collections.caas.backup.plugins.module_utils.common import BackupMo
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, find_set, iso, parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
     from ansible_collections.caas.backup.plugins.module_utils.files import extract, plan_restore
 
     p = module.params
     started = time.monotonic()
-    before = parse_time(p["before"]) if p["before"] else None
     storage = module.open_storage()
-    bset = find_set(storage, "config", p["backup_id"], p["source_name"], before)
+    bset = module.find_set(storage, "config")
     identities = module.identities()
     with fetch_object(storage, bset, "config.tar") as copy:
         with copy.reader(identities) as reader:
@@ -137,13 +129,10 @@ def main() -> None:
     module = BackupModule(
         dict(
             dest=dict(type="path", required=True),
-            backup_id=dict(type="str"),
-            before=dict(type="str"),
             only=dict(type="list", elements="str", default=[]),
         ),
-        reads=True,
+        restores=True,
         supports_check_mode=True,
-        mutually_exclusive=[("backup_id", "before")],
     )
     module.run(run, "restore configuration")
 

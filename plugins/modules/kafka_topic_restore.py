@@ -22,14 +22,6 @@ description:
     checked, before anything else.
 author: caas.backup developers (@caas-backup)
 options:
-  backup_id:
-    description:
-      - Backup set to restore. The latest complete set when omitted.
-    type: str
-  before:
-    description:
-      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time.
-    type: str
   topics:
     description:
       - Names of the backed-up topics to restore; all when empty. A name that is not a valid topic name, or not in
@@ -80,6 +72,7 @@ extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.restore
 attributes:
   check_mode:
     support: full
@@ -169,13 +162,11 @@ duration:
   type: float
 """
 
-import json
 import time
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     BackupModule,
     ConfigurationError,
-    IntegrityError,
     SourceError,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
@@ -189,29 +180,22 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     plan_acls,
     plan_groups,
     plan_topics,
+    read_document,
     read_target,
     refuse_active,
     select_from_document,
     topic_diff,
-    validate_document,
 )
 
 
 def load(module: BackupModule):
     """The backup set asked for and its verified, validated document."""
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, find_set, parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object
 
-    p = module.params
-    before = parse_time(p["before"]) if p["before"] else None
     storage = module.open_storage()
-    bset = find_set(storage, "kafka-meta", p["backup_id"], p["source_name"], before)
+    bset = module.find_set(storage, "kafka-meta")
     with fetch_object(storage, bset, OBJECT_STEM) as copy, copy.reader(module.identities()) as reader:
-        raw = reader.read()
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise IntegrityError(f"{bset.prefix}/{OBJECT_STEM} is not JSON: {exc}") from None
-    return bset, validate_document(doc)
+        return bset, read_document(reader, f"{bset.prefix}/{OBJECT_STEM}")
 
 
 def run(module: BackupModule) -> dict:
@@ -274,8 +258,6 @@ def run(module: BackupModule) -> dict:
 def main() -> None:
     module = kafka_module(
         dict(
-            backup_id=dict(type="str"),
-            before=dict(type="str"),
             topics=dict(type="list", elements="str", default=[]),
             groups=dict(type="list", elements="str", default=[]),
             alter_existing=dict(type="bool", default=False),
@@ -284,9 +266,8 @@ def main() -> None:
             offsets=dict(type="str", default="committed", choices=list(OFFSET_MODES)),
             offsets_timestamp=dict(type="str"),
         ),
-        reads=True,
+        restores=True,
         supports_check_mode=True,
-        mutually_exclusive=[("backup_id", "before")],
     )
     module.run(run, "restore Kafka metadata")
 

@@ -18,14 +18,6 @@ description:
   - Afterwards compares each collection's count with the backup's and returns them.
 author: caas.backup developers (@caas-backup)
 options:
-  backup_id:
-    description:
-      - Backup set to restore. The latest complete set when omitted.
-    type: str
-  before:
-    description:
-      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time.
-    type: str
   ns_include:
     description:
       - Namespace patterns (V(db.collection), V(*) matches any characters) of the backup to restore;
@@ -82,6 +74,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.restore
   - caas.backup.mongo
 attributes:
   check_mode:
@@ -171,7 +164,7 @@ def _write_concern(value: dict) -> dict:
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, find_set, iso, parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
     from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect
     from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
@@ -187,9 +180,8 @@ def run(module: BackupModule) -> dict:
     if p["insertion_workers"] < 1:
         raise ConfigurationError("insertion_workers must be at least 1")
     renamer = Renamer(p["ns_from"], p["ns_to"])
-    before = parse_time(p["before"]) if p["before"] else None
     storage = module.open_storage()
-    bset = find_set(storage, "mongo-full", p["backup_id"], p["source_name"], before)
+    bset = module.find_set(storage, "mongo-full")
     identities = module.identities()
     result: dict = dict(
         backup_id=bset.backup_id,
@@ -228,8 +220,6 @@ def main() -> None:
     module = BackupModule(
         dict(
             MONGO_SPEC,
-            backup_id=dict(type="str"),
-            before=dict(type="str"),
             ns_include=dict(type="list", elements="str", default=[]),
             ns_exclude=dict(type="list", elements="str", default=[]),
             ns_from=dict(type="list", elements="str", default=[]),
@@ -240,10 +230,9 @@ def main() -> None:
             insertion_workers=dict(type="int", default=1),
             write_concern=dict(type="dict", default={"w": "majority"}),
         ),
-        reads=True,
+        restores=True,
         libraries=("pymongo", "anycrc"),
         supports_check_mode=True,
-        mutually_exclusive=[("backup_id", "before")],
     )
     module.run(run, "restore MongoDB")
 

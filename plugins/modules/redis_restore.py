@@ -28,14 +28,6 @@ options:
     type: str
     choices: [rdb, aof]
     default: rdb
-  backup_id:
-    description:
-      - Backup set to restore. The latest complete set when omitted.
-    type: str
-  before:
-    description:
-      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time.
-    type: str
   service:
     description:
       - systemd unit of the Redis server (for example V(redis-server)), stopped and started with C(systemctl).
@@ -62,6 +54,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.restore
   - caas.backup.redis
 attributes:
   check_mode:
@@ -142,7 +135,7 @@ from ansible_collections.caas.backup.plugins.module_utils.redis_backup import CO
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, find_set, iso, parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
     from ansible_collections.caas.backup.plugins.module_utils.redis_backup import (
         Restore,
         check_rdb_version,
@@ -156,11 +149,10 @@ def run(module: BackupModule) -> dict:
     started = time.monotonic()
     conn = connection_from_params(p)
     target = inspect_target(conn, p["service"], p["start_command"], p["config_file"])
-    before = parse_time(p["before"]) if p["before"] else None
     storage = module.open_storage()
     kind = "redis-aof" if p["mode"] == "aof" else "redis-rdb"
     stem = "appendonlydir.tar" if p["mode"] == "aof" else "dump.rdb"
-    bset = find_set(storage, kind, p["backup_id"], p["source_name"], before)
+    bset = module.find_set(storage, kind)
     identities = module.identities()
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
     result = dict(
@@ -198,17 +190,15 @@ def main() -> None:
         dict(
             CONNECTION_SPEC,
             mode=dict(type="str", default="rdb", choices=["rdb", "aof"]),
-            backup_id=dict(type="str"),
-            before=dict(type="str"),
             service=dict(type="str"),
             start_command=dict(type="list", elements="str"),
             config_file=dict(type="path"),
             check_keys=dict(type="bool", default=True),
         ),
-        reads=True,
+        restores=True,
         libraries=("redis", "anycrc"),
         supports_check_mode=True,
-        mutually_exclusive=[("backup_id", "before"), ("service", "start_command")],
+        mutually_exclusive=[("service", "start_command")],
     )
     module.run(run, "restore Redis")
 
