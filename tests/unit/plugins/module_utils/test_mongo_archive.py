@@ -11,6 +11,7 @@ import struct
 
 import bson
 import pytest
+from bson import Timestamp
 
 from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError, SourceError
 from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import (
@@ -302,3 +303,53 @@ def test_time_series_data_lives_in_its_buckets_namespace():
     facts = import_archive(io.BytesIO(data), io.BytesIO(), "x")
     assert facts["collections"] == [{"ns": "iot.weather", "type": "timeseries", "documents": 2, "bytes": 2 * 14}]
     assert facts["consistent"] is False and facts["last_ts"] is None
+
+
+class FakeOplog:
+    def __init__(self, entries):
+        self.entries = entries
+
+    def find_raw_batches(self, query, batch_size):
+        low = query["ts"]["$gte"]
+        chosen = [bson.encode(e) for e in self.entries if e["ts"] >= low]
+        for start in range(0, len(chosen), 2):
+            yield b"".join(chosen[start : start + 2])
+
+
+class FakeLocal:
+    def __init__(self, entries):
+        self.oplog = FakeOplog(entries)
+
+    def get_collection(self, name):
+        assert name == "oplog.rs"
+        return self.oplog
+
+
+class FakeSource:
+    def __init__(self, entries):
+        self.local = FakeLocal(entries)
+
+
+def oplog_archive():
+    writer = ArchiveWriter(io.BytesIO())
+    writer.prelude({}, [Namespace(*OPLOG_NS, type="")])
+    return writer
+
+
+def test_oplog_window_ends_at_the_last_entry_read():
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import _write_oplog
+
+    entries = [{"ts": Timestamp(100, i), "op": "n", "ns": "", "o": {}} for i in range(1, 6)]
+    facts = _write_oplog(FakeSource(entries), oplog_archive(), Timestamp(100, 2))
+    assert facts["first_ts"]["i"] == 2 and facts["last_ts"]["i"] == 5
+    assert facts["oplog_entries"] == 4 and facts["consistent"] is True
+
+
+def test_oplog_rolled_over_past_the_start_fails_the_dump():
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import _write_oplog
+
+    entries = [{"ts": Timestamp(100, i), "op": "n", "ns": "", "o": {}} for i in range(4, 6)]
+    with pytest.raises(SourceError, match="rolled over"):
+        _write_oplog(FakeSource(entries), oplog_archive(), Timestamp(100, 2))
+    with pytest.raises(SourceError, match="rolled over"):
+        _write_oplog(FakeSource([]), oplog_archive(), Timestamp(100, 2))
