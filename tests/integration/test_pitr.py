@@ -146,18 +146,25 @@ def test_window_errors_and_iso_targets(env, file_url, mongo_server):
 
 
 def test_broken_chain_is_detected_and_nothing_written(env, file_url, mongo_server):
-    """A last captured position older than the oplog's oldest entry: fail, chain_broken, no slice; a new full
-    backup restarts the chain."""
+    """A last captured position older than the oplog's oldest entry (a full backup and a slice from long ago,
+    as if the oplog had rolled over since): fail, chain_broken, no slice; a new full backup restarts the chain."""
     source = mongo_server("source")
     client = pymongo.MongoClient(source.url)
     client.app.items.insert_one({"_id": 1})
     base = dict(storage_url=file_url, uri=source.url)
-    assert run_module("mongo_dump", base, env)["rc"] == 0
     storage = open_storage(file_url)
-    old = SetWriter(storage, "mongo-oplog", "secantus", WriteOptions(compression="none"))
-    with old.object("oplog.bson") as out:
-        out.write(bson.encode({"ts": Timestamp(1000, 1), "op": "n", "ns": "", "o": {}}))
-    old.commit({"first_ts": ts_fact(Timestamp(1000, 0)), "last_ts": ts_fact(Timestamp(1000, 1)), "ops": 1})
+    for kind, stem, facts in (
+        ("mongo-full", "dump.archive", {"last_ts": ts_fact(Timestamp(1000, 0))}),
+        (
+            "mongo-oplog",
+            "oplog.bson",
+            {"first_ts": ts_fact(Timestamp(1000, 0)), "last_ts": ts_fact(Timestamp(1000, 1))},
+        ),
+    ):
+        old = SetWriter(storage, kind, "secantus", WriteOptions(compression="none"))
+        with old.object(stem) as out:
+            out.write(bson.encode({"ts": Timestamp(1000, 1), "op": "n", "ns": "", "o": {}}))
+        old.commit(facts)
     client.app.items.insert_one({"_id": 2})
     broken = run_module("mongo_oplog_capture", base, env)
     assert broken["rc"] == 1 and broken["chain_broken"] is True, broken
@@ -173,8 +180,8 @@ def test_second_capture_is_refused_while_one_holds_the_lock(env, file_url, mongo
     """The lock names its holder; a dead holder's lock is free again (flock dies with its process)."""
     source = mongo_server("source")
     pymongo.MongoClient(source.url).app.items.insert_one({"_id": 1})
+    assert run_module("mongo_dump", dict(storage_url=file_url, uri=source.url), env)["rc"] == 0
     base = dict(storage_url=file_url, uri=source.url, lock_dir=str(tmp_path))
-    assert run_module("mongo_dump", base, env)["rc"] == 0
     with pitr.capture_lock("secantus", str(tmp_path)):
         held = run_module("mongo_oplog_capture", base, env)
     assert held["rc"] == 1 and "another capture of secantus holds the lock since" in held["msg"], held
@@ -199,8 +206,9 @@ def test_missing_or_corrupted_slice_fails_before_anything_is_touched(env, file_u
     if damage == "missing":
         first.unlink()
     else:
-        data = first.read_bytes()
-        first.write_bytes(data[:-3] + b"\x00\x00\x00")
+        data = bytearray(first.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        first.write_bytes(bytes(data))
     server = mongo_server("target")
     pymongo.MongoClient(server.url).app.items.insert_one({"_id": "precious"})
     restore = dict(storage_url=file_url, uri=server.url, target_time=target)
@@ -233,8 +241,11 @@ def test_follow_mode_cuts_slices(env, file_url, mongo_server):
         writer.join()
     assert followed["rc"] == 0 and len(followed["slices"]) >= 3, followed
     chain = [(s["first_ts"], s["last_ts"]) for s in followed["slices"]]
-    facts = sorted((s.facts for s in list_sets(open_storage(file_url), "mongo-oplog")), key=lambda f: f["last_ts"]["t"])
-    assert all(a["last_ts"] == b["first_ts"] for a, b in zip(facts, facts[1:]))
+    facts = sorted(
+        (s.facts for s in list_sets(open_storage(file_url), "mongo-oplog")),
+        key=lambda f: (f["last_ts"]["t"], f["last_ts"]["i"]),
+    )
+    assert all(a["last_ts"] == b["first_ts"] for a, b in zip(facts, facts[1:], strict=False))
     assert len(chain) == len(facts)
 
 
@@ -264,10 +275,18 @@ class Workload:
             + ["set", "unset", "inc", "push", "pull", "positional", "replace", "delete", "txn", "index", "dropindex"]
             + ["create", "drop"]
         )
-        if kind == "insert" or (kind not in ("txn", "index", "dropindex", "create", "drop") and not coll.estimated_document_count()):
+        if kind == "insert" or (
+            kind not in ("txn", "index", "dropindex", "create", "drop") and not coll.estimated_document_count()
+        ):
             self.next_id += 1
-            coll.insert_one({"_id": self.next_id, "n": rng.randint(0, 9), "arr": [rng.randint(0, 3) for _ in range(3)],
-                             "sub": {"x": rng.random()}})
+            coll.insert_one(
+                {
+                    "_id": self.next_id,
+                    "n": rng.randint(0, 9),
+                    "arr": [rng.randint(0, 3) for _ in range(3)],
+                    "sub": {"x": rng.random()},
+                }
+            )
             return
         doc_id = self.existing_id(coll)
         if kind == "set":
@@ -281,7 +300,9 @@ class Workload:
         elif kind == "pull":
             coll.update_one({"_id": doc_id}, {"$pull": {"arr": rng.randint(0, 3)}})
         elif kind == "positional":
-            coll.update_one({"_id": doc_id, "arr": {"$exists": True, "$ne": []}}, {"$set": {"arr.0": rng.randint(10, 20)}})
+            coll.update_one(
+                {"_id": doc_id, "arr": {"$exists": True, "$ne": []}}, {"$set": {"arr.0": rng.randint(10, 20)}}
+            )
         elif kind == "replace":
             coll.replace_one({"_id": doc_id}, {"r": rng.randint(0, 9), "arr": [1]})
         elif kind == "delete":
@@ -324,7 +345,12 @@ def test_property_random_workload_restores_exactly_to_recorded_times(file_url, m
 
     facts: dict = {}
     write_set(
-        storage, "mongo-full", "secantus", WriteOptions("none"), [], "dump.archive",
+        storage,
+        "mongo-full",
+        "secantus",
+        WriteOptions("none"),
+        [],
+        "dump.archive",
         lambda out: facts.update(write_archive(client, out, plan_dump(client, [], [], False, True), 2, True)),
         facts,
     )

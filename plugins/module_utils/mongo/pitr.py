@@ -246,9 +246,7 @@ def capture_slice(client, storage, source: str, options, tags, position: Positio
         first_batch = next(batches, None)
     except pymongo_errors.PyMongoError as exc:
         raise translate(exc, "the source") from None
-    base = dict(
-        source=source, from_ts=ts_fact(position.ts), base_backup_id=position.base_backup_id, chain_broken=False
-    )
+    base = dict(source=source, from_ts=ts_fact(position.ts), base_backup_id=position.base_backup_id, chain_broken=False)
     if first_batch is None:
         return dict(base, changed=False, backup_id="", ops=0, last_ts=ts_fact(position.ts), position=position)
     storage.check()
@@ -422,7 +420,11 @@ def plan_restore(storage, source: str | None, target: Timestamp) -> PitrPlan:
         )
     usable = [c for c in all_chains if c.start < target <= ts_next(c.reach)]
     if not usable:
-        gaps = [f"{ts_text(a.reach)} .. {ts_text(b.start)}" for a, b in zip(all_chains, all_chains[1:]) if a.reach < b.start]
+        gaps = [
+            f"{ts_text(a.reach)} .. {ts_text(b.start)}"
+            for a, b in zip(all_chains, all_chains[1:], strict=False)
+            if a.reach < b.start
+        ]
         raise ConfigurationError(
             f"target {ts_text(target)} falls in a gap of the oplog chain of {source} ({'; '.join(gaps)}): "
             f"no full backup and slices reach it; window {window_text(win)}",
