@@ -88,6 +88,8 @@ doc: venv
 	ansible-doc caas.backup.kafka_topic_restore > /dev/null
 	ansible-doc caas.backup.mongo_dump > /dev/null
 	ansible-doc caas.backup.mongo_restore > /dev/null
+	ansible-doc caas.backup.mongo_oplog_capture > /dev/null
+	ansible-doc caas.backup.mongo_oplog_restore > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv

@@ -17,7 +17,7 @@ import pymongo
 import pytest
 import services
 from bson import Timestamp
-from harness import module_env, run_module
+from harness import REPO, module_env, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
@@ -377,3 +377,46 @@ def test_property_random_workload_restores_exactly_to_recorded_times(file_url, m
         for ns in expected:
             assert got[ns][1] == expected[ns][1], (seed, target, ns, "indexes")
             assert got[ns][0] == expected[ns][0], (seed, target, ns, "documents")
+
+
+def test_backup_pitr_and_dr_playbooks(env, s3_url, age_key, mongo_server, tmp_path):
+    """backup.yml takes the full backup, then (caas_backup_only=mongodb-oplog, as the 5-minute timer runs it)
+    oplog slices; pitr.yml restores to a time given as an extra var; dr.yml with dr_site_target_time too."""
+    server = mongo_server("site")
+    client = pymongo.MongoClient(server.url)
+    client.shop.orders.insert_many([{"_id": i, "v": 0} for i in range(100)])
+    extra = {
+        "caas_backup_storage_url": s3_url,
+        "caas_backup_s3_endpoint_url": env["CAAS_S3_ENDPOINT"],
+        "caas_backup_encryption_recipients": [age_key["recipient"]],
+        "caas_backup_encryption_identity_file": age_key["file"],
+        "caas_backup_config": False,
+        "caas_backup_mongodb_uri": server.url,
+    }
+    full = run_playbook(REPO / "playbooks" / "backup.yml", extra, env)
+    assert full.returncode == 0, full.stdout + full.stderr
+    client.shop.orders.update_many({"_id": {"$lt": 10}}, {"$set": {"v": 1}})
+    target = next_ts(client)
+    expected = snapshot(client)
+    client.shop.orders.delete_many({})  # the mistake to undo
+    oplog = run_playbook(REPO / "playbooks" / "backup.yml", dict(extra, caas_backup_only="mongodb-oplog"), env)
+    assert oplog.returncode == 0, oplog.stdout + oplog.stderr
+    storage = s3_storage(env, s3_url)
+    assert len(list_sets(storage, "mongo-full")) == 1 and len(list_sets(storage, "mongo-oplog")) == 1
+    pitr_run = run_playbook(REPO / "playbooks" / "pitr.yml", dict(extra, caas_backup_pitr_target=target), env)
+    assert pitr_run.returncode == 0, pitr_run.stdout + pitr_run.stderr
+    assert snapshot(client) == expected
+    fresh = mongo_server("dr")
+    report = tmp_path / "report.json"
+    dr_vars = dict(
+        extra,
+        caas_backup_mongodb_uri=fresh.url,
+        dr_site_components=["mongodb"],
+        dr_site_target_time=target,
+        dr_site_report_path=str(report),
+    )
+    dr = run_playbook(REPO / "playbooks" / "dr.yml", dr_vars, env)
+    assert dr.returncode == 0, dr.stdout + dr.stderr
+    assert snapshot(pymongo.MongoClient(fresh.url)) == expected
+    measured = json.loads(report.read_text())
+    assert measured["components"]["mongodb"]["backup_time"] == ts_fact(Timestamp(target["t"], 0))["iso"]
