@@ -27,8 +27,8 @@ author: caas.backup developers (@caas-backup)
 options:
   target_time:
     description:
-      - The point in time, exclusive - ISO 8601 UTC (V(2026-02-21T10:30:00Z)) or a BSON timestamp as a mapping
-        (V({t: 1771669800, i: 3})).
+      - "The point in time, exclusive - ISO 8601 UTC (V(2026-02-21T10:30:00Z)) or a BSON timestamp as a mapping
+        (V({t: 1771669800, i: 3}))."
     type: raw
     required: true
   skip_base:

@@ -283,7 +283,7 @@ class Workload:
                 {
                     "_id": self.next_id,
                     "n": rng.randint(0, 9),
-                    "arr": [rng.randint(0, 3) for _ in range(3)],
+                    "arr": [rng.randint(0, 3) for _slot in range(3)],
                     "sub": {"x": rng.random()},
                 }
             )
@@ -336,7 +336,7 @@ def test_property_random_workload_restores_exactly_to_recorded_times(file_url, m
     source = mongo_server("source")
     client = pymongo.MongoClient(source.url)
     work = Workload(client, rng)
-    for _ in range(30):
+    for _step in range(30):
         work.step()
     storage = open_storage(file_url)
     params = {"uri": source.url}
@@ -356,8 +356,8 @@ def test_property_random_workload_restores_exactly_to_recorded_times(file_url, m
     )
     recorded = []
     capture_client = connect(params)
-    for _ in range(4):
-        for _ in range(rng.randint(15, 40)):
+    for _capture in range(4):
+        for _step in range(rng.randint(15, 40)):
             work.step()
             if rng.random() < 0.05:
                 recorded.append((next_ts(client), snapshot(client)))
