@@ -143,6 +143,14 @@ def test_window_errors_and_iso_targets(env, file_url, mongo_server):
         assert failed["window"]["latest"] == captured["last_ts"]
     iso = run_module("mongo_oplog_restore", dict(base, target_time=captured["last_ts"]["iso"]), env, check_mode=True)
     assert iso["rc"] == 0 and iso["target_ts"] == {**captured["last_ts"], "i": 0}, iso
+    verified = run_module("backup_verify", dict(storage_url=file_url, kinds=["mongo-oplog"]), env)
+    assert verified["rc"] == 0 and verified["reports"][0]["ok"], verified
+    assert {"check": "checksum oplog.bson", "ok": True, "ops": 1, "last_ts": captured["last_ts"]} in verified[
+        "reports"
+    ][0]["checks"]
+    info = run_module("backup_info", dict(storage_url=file_url), env)
+    assert info["pitr"]["secantus"]["earliest"] == dumped["last_ts"]["iso"], info["pitr"]
+    assert info["pitr"]["secantus"]["latest"] == captured["last_ts"]["iso"]
 
 
 def test_broken_chain_is_detected_and_nothing_written(env, file_url, mongo_server):
