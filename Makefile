@@ -97,7 +97,7 @@ demo: venv
 
 ## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
 bench: venv
-	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py && $(PY) bench/mongo.py'
+	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py && $(PY) bench/mongo.py && $(PY) bench/pitr.py'
 	$(PY) bench/redis.py  # starts its own redis-server
 
 clean:
