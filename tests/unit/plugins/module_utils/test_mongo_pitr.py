@@ -169,7 +169,7 @@ def test_transactions_renames_and_index_drops_replay():
         {"op": "c", "ns": "d.$cmd", "o": {"collMod": "c", "validator": {"x": {"$exists": True}}}},
     ]
     apply_entries(client, entries)
-    assert client.log[0][:2] == ("d.c", "replace_one")
+    assert client.log[0][:2] == ("d.c", "bulk_write")
     assert client.log[1:] == [
         ("admin", "command", {"renameCollection": "d.old", "to": "d.new", "dropTarget": True}),
         ("d", "command", {"dropIndexes": "c", "index": "x_1"}),
