@@ -15,9 +15,8 @@ from pathlib import Path
 import bson
 import pymongo
 import pytest
-import services
 from bson import Timestamp
-from harness import REPO, module_env, run_module, run_playbook, s3_storage
+from harness import REPO, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
@@ -27,36 +26,6 @@ from ansible_collections.caas.backup.plugins.module_utils.storage import open_st
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
 SYSTEM = ("admin", "config", "local")
-
-
-@pytest.fixture()
-def env(svc):
-    """Module environment without a MongoDB URI: every test says which server it means."""
-    out = module_env(svc)
-    for key in ("CAAS_MONGO_URI", "MONGO_URI", "CAAS_MONGO_PASSWORD", "MONGO_PASSWORD"):
-        out.pop(key, None)
-    return out
-
-
-@pytest.fixture()
-def mongo_server(tmp_path):
-    """Start SecantusDB servers for one test; all stopped at its end."""
-    handles = []
-
-    def start(name="target"):
-        handle = services.start_mongo(tmp_path / name)
-        handles.append(handle)
-        return handle
-
-    yield start
-    services.stop_pids([(h.pid, h.started) for h in handles])
-
-
-@pytest.fixture()
-def file_url(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    return f"file://{store}"
 
 
 def snapshot(client):

@@ -41,7 +41,12 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     SourceError,
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.client import translate
-from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import ts_fact, ts_from_fact
+from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import (
+    _last_ts,
+    count_documents,
+    ts_fact,
+    ts_from_fact,
+)
 from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import apply_entries
 
 try:
@@ -219,14 +224,6 @@ def check_chain(position: Position, oldest, source: str) -> None:
         )
 
 
-def _last_ts(batch: bytes):
-    offset = last = 0
-    while offset < len(batch):
-        last = offset
-        offset += _LEN.unpack_from(batch, offset)[0]
-    return bson.decode(batch[last:offset])["ts"]
-
-
 def capture_slice(client, storage, source: str, options, tags, position: Position | None = None) -> dict:
     """Write one slice of the entries after the last captured position, up to the majority commit point.
 
@@ -259,7 +256,7 @@ def capture_slice(client, storage, source: str, options, tags, position: Positio
             batch = first_batch
             while batch is not None:
                 out.write(batch)
-                ops += _count(batch)
+                ops += count_documents(batch)
                 last = _last_ts(batch)
                 batch = next(batches, None)
         facts = {
@@ -293,14 +290,6 @@ def capture_slice(client, storage, source: str, options, tags, position: Positio
         bytes=record["raw_size"],
         position=Position(last, position.base_backup_id, f"slice {backup.backup_id}"),
     )
-
-
-def _count(batch: bytes) -> int:
-    count = offset = 0
-    while offset < len(batch):
-        offset += _LEN.unpack_from(batch, offset)[0]
-        count += 1
-    return count
 
 
 def follow(client, storage, source: str, options, tags, duration: float, slice_seconds: float, sleep=time.sleep):
