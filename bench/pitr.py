@@ -44,7 +44,7 @@ def workload(count: int, seed: int = 7) -> list:
     """The operations, as pymongo bulk requests: 60% inserts, 30% updates, 10% deletes of live documents."""
     rng = random.Random(seed)
     ops, live, next_id = [], [], 0
-    for _ in range(count):
+    for _step in range(count):
         roll = rng.random()
         if roll < 0.6 or len(live) < 10:
             next_id += 1
