@@ -88,6 +88,8 @@ doc: venv
 	ansible-doc caas.backup.kafka_topic_restore > /dev/null
 	ansible-doc caas.backup.mongo_dump > /dev/null
 	ansible-doc caas.backup.mongo_restore > /dev/null
+	ansible-doc caas.backup.mongo_oplog_capture > /dev/null
+	ansible-doc caas.backup.mongo_oplog_restore > /dev/null
 
 ## demo: services up, back up sample configuration to S3 (encrypted), destroy it, run dr.yml, compare.
 demo: venv
@@ -95,7 +97,7 @@ demo: venv
 
 ## bench: throughput and memory ratios (not a test: prints numbers measured in one run).
 bench: venv
-	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py && $(PY) bench/mongo.py'
+	scripts/with-services bash -c '$(PY) bench/storage.py && $(PY) bench/prune.py && $(PY) bench/mongo.py && $(PY) bench/pitr.py'
 	$(PY) bench/redis.py  # starts its own redis-server
 
 clean:

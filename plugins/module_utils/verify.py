@@ -34,6 +34,8 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
     read_document,
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, scratch_server
+from ansible_collections.caas.backup.plugins.module_utils.mongo.pitr import STEM as OPLOG_STEM
+from ansible_collections.caas.backup.plugins.module_utils.mongo.pitr import check_slice
 from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
     Renamer,
     plan,
@@ -178,12 +180,19 @@ def _mongo_restore(copy: LocalCopy, bset: BackupSet, identities: list[str], scra
     return {"collections": len(collections), "documents": sum(c.get("count") or 0 for c in collections)}
 
 
+def _oplog_slice(copy: LocalCopy, bset: BackupSet, identities: list[str], scratch: str, options: dict) -> dict:
+    """BSON framing, entry count and last timestamp against the manifest (both levels: a slice alone loads nothing)."""
+    with copy.reader(identities) as reader:
+        return check_slice(reader, copy.name, bset.facts)
+
+
 CHECKS: dict[str, KindChecks] = {
     "config": KindChecks("config.tar", _config_listing, _config_restore),
     "redis-rdb": KindChecks("dump.rdb", _redis_rdb_check, _redis_rdb_restore),
     "redis-aof": KindChecks("appendonlydir.tar", _redis_aof_check, _redis_aof_restore),
     "kafka-meta": KindChecks(OBJECT_STEM, _kafka_document, _kafka_document),
     "mongo-full": KindChecks("dump.archive", _mongo_check, _mongo_restore),
+    "mongo-oplog": KindChecks(OPLOG_STEM, _oplog_slice, _oplog_slice),
 }
 
 

@@ -5,6 +5,7 @@ import json
 import boto3
 import pytest
 import services
+from harness import module_env
 from pyrage import x25519
 
 
@@ -67,3 +68,33 @@ def locked_down_s3(tmp_path):
         yield handle.url, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
         handle.stop()
+
+
+@pytest.fixture()
+def env(svc):
+    """Module environment without a MongoDB URI: every test says which server it means."""
+    out = module_env(svc)
+    for key in ("CAAS_MONGO_URI", "MONGO_URI", "CAAS_MONGO_PASSWORD", "MONGO_PASSWORD"):
+        out.pop(key, None)
+    return out
+
+
+@pytest.fixture()
+def mongo_server(tmp_path):
+    """Start SecantusDB servers for one test (a source, an empty restore target, auth, TLS); stopped at its end."""
+    handles = []
+
+    def start(name="target", **options):
+        handle = services.start_mongo(tmp_path / name, **options)
+        handles.append(handle)
+        return handle
+
+    yield start
+    services.stop_pids([(h.pid, h.started) for h in handles])
+
+
+@pytest.fixture()
+def file_url(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    return f"file://{store}"

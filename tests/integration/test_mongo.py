@@ -27,7 +27,7 @@ import zstandard
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from harness import REPO, module_env, run_module, run_playbook, s3_storage
+from harness import REPO, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import OPLOG_NS, ArchiveReader
@@ -35,36 +35,6 @@ from ansible_collections.caas.backup.plugins.module_utils.storage import open_st
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
 RAW = CodecOptions(document_class=RawBSONDocument)
-
-
-@pytest.fixture()
-def env(svc):
-    """Module environment without a MongoDB URI: every test says which server it means."""
-    out = module_env(svc)
-    for key in ("CAAS_MONGO_URI", "MONGO_URI", "CAAS_MONGO_PASSWORD", "MONGO_PASSWORD"):
-        out.pop(key, None)
-    return out
-
-
-@pytest.fixture()
-def mongo_server(tmp_path):
-    """Start extra SecantusDB servers for one test (an empty restore target, auth, TLS)."""
-    handles = []
-
-    def start(name="target", **options):
-        handle = services.start_mongo(tmp_path / name, **options)
-        handles.append(handle)
-        return handle
-
-    yield start
-    services.stop_pids([(h.pid, h.started) for h in handles])
-
-
-@pytest.fixture()
-def file_url(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    return f"file://{store}"
 
 
 def raw_docs(coll):

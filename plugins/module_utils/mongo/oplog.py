@@ -15,7 +15,19 @@ from collections.abc import Callable, Iterable
 
 from ansible_collections.caas.backup.plugins.module_utils.common import SourceError
 
+try:
+    from pymongo import DeleteOne, ReplaceOne, UpdateOne
+    from pymongo import errors as pymongo_errors
+except ImportError:  # checked by BackupModule
+    pymongo_errors = None
+
 NsMap = Callable[[str], "str | None"]
+# Errors that mean a command's effect is already there (replay is idempotent).
+BULK_OPS = 1000
+NAMESPACE_NOT_FOUND = 26
+INDEX_NOT_FOUND = 27
+# Index fields a server records but createIndexes refuses (SecantusDB logs multikey).
+INDEX_FIELDS_NOT_SPEC = ("ns", "entryFormat", "multikey")
 
 
 def _diff_to_updates(diff: dict, prefix: str = "") -> tuple[dict, dict, dict]:
@@ -57,26 +69,27 @@ def _diff_to_updates(diff: dict, prefix: str = "") -> tuple[dict, dict, dict]:
     return sets, unsets, truncs
 
 
-def _apply_update(coll, selector: dict, update: dict) -> None:
+def _update_requests(selector: dict, update: dict) -> list:
+    """The bulk write requests one update entry stands for (a truncation is a request of its own)."""
     if update.get("$v") == 2 and "diff" in update:
         sets, unsets, truncs = _diff_to_updates(update["diff"])
+        requests = []
         if truncs:
-            coll.update_one(selector, {"$push": {p: {"$each": [], "$slice": n} for p, n in truncs.items()}})
+            requests.append(UpdateOne(selector, {"$push": {p: {"$each": [], "$slice": n} for p, n in truncs.items()}}))
         change = {}
         if sets:
             change["$set"] = sets
         if unsets:
             change["$unset"] = unsets
         if change:
-            coll.update_one(selector, change)
-        return
+            requests.append(UpdateOne(selector, change))
+        return requests
     operators = {k: v for k, v in update.items() if k != "$v"}
     if operators and all(k.startswith("$") for k in operators):
-        coll.update_one(selector, operators)
-    elif not any(k.startswith("$") for k in operators):
-        coll.replace_one(selector, operators)
-    else:
-        raise SourceError(f"unsupported oplog update form with fields {sorted(operators)}")
+        return [UpdateOne(selector, operators)]
+    if not any(k.startswith("$") for k in operators):
+        return [ReplaceOne(selector, operators)]
+    raise SourceError(f"unsupported oplog update form with fields {sorted(operators)}")
 
 
 def _apply_command(client, db_name: str, command: dict, ns_map: NsMap) -> bool:
@@ -94,6 +107,8 @@ def _apply_command(client, db_name: str, command: dict, ns_map: NsMap) -> bool:
                 tdb, tcoll = target.split(".", 1)
                 client[tdb].drop_collection(tcoll)
         return True
+    if name == "renameCollection":
+        return _rename(client, command, ns_map)
     if name not in ("create", "drop", "createIndexes", "commitIndexBuild", "dropIndexes", "collMod"):
         raise SourceError(
             f"oplog replay does not support the command {name!r} (in {db_name}): restore from a later "
@@ -115,11 +130,35 @@ def _apply_command(client, db_name: str, command: dict, ns_map: NsMap) -> bool:
     elif name in ("createIndexes", "commitIndexBuild"):
         # A server logs one index per createIndexes entry, fields at the top; SecantusDB a list.
         specs = body.get("indexes") or [{k: v for k, v in body.items() if k not in ("indexBuildUUID",)}]
-        body = {"indexes": [{k: v for k, v in i.items() if k not in ("ns", "entryFormat")} for i in specs]}
+        body = {"indexes": [{k: v for k, v in i.items() if k not in INDEX_FIELDS_NOT_SPEC} for i in specs]}
         name = "createIndexes"
-    elif name == "dropIndexes" and "index" not in body:
-        body = {"index": body.get("indexes") or "*"}
-    client[tdb].command({name: tcoll, **body})
+    elif name == "dropIndexes":
+        # The server logs the index name (and SecantusDB its key too): drop by name.
+        body = {"index": body["index"]} if "index" in body else {"index": body.get("indexes") or "*"}
+    try:
+        client[tdb].command({name: tcoll, **body})
+    except pymongo_errors.OperationFailure as exc:
+        # Replaying onto data that already shows the effect: the collection or index is gone already.
+        if name in ("dropIndexes", "collMod") and exc.code in (NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND):
+            return False
+        raise
+    return True
+
+
+def _rename(client, command: dict, ns_map: NsMap) -> bool:
+    """``renameCollection`` (full names, ``dropTarget``); a source already gone means it was applied."""
+    source, target = ns_map(command["renameCollection"]), ns_map(command["to"])
+    if source is None or target is None:
+        if source is not None or target is not None:
+            raise SourceError(
+                f"the oplog renames {command['renameCollection']} to {command['to']}, across what this restore "
+                "selects: widen the namespace filters"
+            )
+        return False
+    sdb, scoll = source.split(".", 1)
+    if scoll not in client[sdb].list_collection_names():
+        return False
+    client.admin.command({"renameCollection": source, "to": target, "dropTarget": bool(command.get("dropTarget"))})
     return True
 
 
@@ -130,11 +169,23 @@ def apply_entries(client, entries: Iterable[dict], ns_map: NsMap | None = None) 
     skip entries of that namespace (filters and renames of the restore).
     Supported: ``i``/``u``/``d`` (classic ``$set``-style and ``$v: 2`` diff
     updates), ``n`` (no-op), and the commands create, drop, createIndexes,
-    dropIndexes, collMod, dropDatabase and applyOps. Anything else raises
+    dropIndexes, collMod, renameCollection, dropDatabase and applyOps (a
+    transaction: its inner entries are applied in order). Document
+    validation is bypassed: the entries passed it when they were written. Anything else raises
     :class:`SourceError` naming it, rather than being skipped silently.
     """
     ns_map = ns_map or (lambda ns: ns)
     applied: dict[str, int] = {}
+    # Consecutive writes to one collection go as one ordered bulk write: the same order, far fewer round trips.
+    pending: list = []
+    pending_target: str | None = None
+
+    def flush() -> None:
+        if pending:
+            tdb, tcoll = pending_target.split(".", 1)
+            client[tdb][tcoll].bulk_write(list(pending), ordered=True, bypass_document_validation=True)
+            pending.clear()
+
     for entry in entries:
         op = entry.get("op")
         ns = entry.get("ns", "")
@@ -142,22 +193,27 @@ def apply_entries(client, entries: Iterable[dict], ns_map: NsMap | None = None) 
             continue
         db_name = ns.split(".", 1)[0]
         if op == "c":
+            flush()
             if _apply_command(client, db_name, entry["o"], ns_map):
                 applied[ns] = applied.get(ns, 0) + 1
             continue
         target = ns_map(ns)
         if target is None:
             continue
-        tdb, tcoll = target.split(".", 1)
-        coll = client[tdb][tcoll]
+        if target != pending_target:
+            flush()
+            pending_target = target
         if op == "i":
             doc = entry["o"]
-            coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+            pending.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
         elif op == "u":
-            _apply_update(coll, entry.get("o2") or {"_id": entry["o"].get("_id")}, entry["o"])
+            pending.extend(_update_requests(entry.get("o2") or {"_id": entry["o"].get("_id")}, entry["o"]))
         elif op == "d":
-            coll.delete_one(entry["o"])
+            pending.append(DeleteOne(entry["o"]))
         else:
             raise SourceError(f"oplog replay does not support the operation {op!r} on {ns}")
         applied[target] = applied.get(target, 0) + 1
+        if len(pending) >= BULK_OPS:
+            flush()
+    flush()
     return applied

@@ -279,8 +279,8 @@ def test_replayed_commands_follow_the_restore_mapping():
 
 
 def test_unsupported_oplog_commands_are_named():
-    with pytest.raises(SourceError, match="renameCollection"):
-        apply_entries(FakeClient({}), [{"op": "c", "ns": "a.$cmd", "o": {"renameCollection": "a.b", "to": "a.c"}}])
+    with pytest.raises(SourceError, match="convertToCapped"):
+        apply_entries(FakeClient({}), [{"op": "c", "ns": "a.$cmd", "o": {"convertToCapped": "b", "size": 10}}])
 
 
 def test_time_series_data_lives_in_its_buckets_namespace():
