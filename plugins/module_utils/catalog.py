@@ -205,6 +205,22 @@ class SetWriter:
         with contextlib.suppress(BackupError):
             self.storage.delete([f"{self.prefix}/{o['name']}" for o in self.objects])
 
+    def result(self) -> dict:
+        """The result fields every backup module reports: ``backup_id``, ``location``, ``stored_bytes``."""
+        return {
+            "backup_id": self.backup_id,
+            "location": f"{self.storage.url}/{self.prefix}",
+            "stored_bytes": sum(o["size"] for o in self.objects),
+        }
+
+    def __enter__(self) -> SetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # A failure anywhere inside leaves no objects behind (the manifest, written last, never was).
+        if exc_type is not None:
+            self.discard()
+
 
 def _read_manifest(storage: Storage, bset: BackupSet) -> None:
     try:
@@ -355,16 +371,8 @@ def write_set(
     ``location`` and ``stored_bytes``.
     """
     storage.check()
-    backup = SetWriter(storage, kind, source, options, tags)
-    try:
+    with SetWriter(storage, kind, source, options, tags) as backup:
         with backup.object(stem) as out:
             write(out)
         backup.commit(facts)
-    except BaseException:
-        backup.discard()
-        raise
-    return {
-        "backup_id": backup.backup_id,
-        "location": f"{storage.url}/{backup.prefix}",
-        "stored_bytes": backup.objects[0]["size"],
-    }
+    return backup.result()

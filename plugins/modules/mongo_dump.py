@@ -144,26 +144,16 @@ STEM = "dump.archive"
 
 
 def _commit(module: BackupModule, source: str, write, facts: dict) -> dict:
-    """Write one archive object through ``write(out)`` and the manifest; remove the objects on failure."""
+    """Write one archive object through ``write(out)`` and the manifest; nothing stays on failure."""
     from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter
 
     storage = module.open_storage()
     storage.check()
-    backup = SetWriter(storage, "mongo-full", source, module.write_options(), module.params["tags"])
-    try:
+    with SetWriter(storage, "mongo-full", source, module.write_options(), module.params["tags"]) as backup:
         with backup.object(STEM) as out:
             facts.update(write(out))
         backup.commit(facts)
-    except BaseException:
-        backup.discard()
-        raise
-    record = backup.objects[0]
-    return dict(
-        backup_id=backup.backup_id,
-        location=f"{storage.url}/{backup.prefix}",
-        stored_bytes=record["size"],
-        bytes=record["raw_size"],
-    )
+    return dict(backup.result(), bytes=backup.objects[0]["raw_size"])
 
 
 def _summary(facts: dict) -> dict:

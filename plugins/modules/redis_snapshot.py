@@ -159,9 +159,8 @@ def run(module: BackupModule) -> dict:
 
     storage = module.open_storage()
     storage.check()
-    backup = SetWriter(storage, kind, source, module.write_options(), p["tags"])
     reused = False
-    try:
+    with SetWriter(storage, kind, source, module.write_options(), p["tags"]) as backup:
         if method == "aof":
             with backup.object("appendonlydir.tar") as out:
                 facts.update(aof_snapshot(conn, out))
@@ -177,15 +176,10 @@ def run(module: BackupModule) -> dict:
         facts["keys_exact"] = not reused and after["keys_per_db"] == before["keys_per_db"]
         facts["method"] = method
         backup.commit(facts)
-    except BaseException:
-        backup.discard()
-        raise
     result.update(
-        backup_id=backup.backup_id,
-        location=f"{storage.url}/{backup.prefix}",
+        backup.result(),
         facts=facts,
         reused_save=reused,
-        stored_bytes=backup.objects[0]["size"],
         duration=round(time.monotonic() - started, 3),
     )
     return result

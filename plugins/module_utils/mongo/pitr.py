@@ -247,47 +247,40 @@ def capture_slice(client, storage, source: str, options, tags, position: Positio
     if first_batch is None:
         return dict(base, changed=False, backup_id="", ops=0, last_ts=ts_fact(position.ts), position=position)
     storage.check()
-    backup = SetWriter(storage, "mongo-oplog", source, options, tags)
     ops = 0
     first_op = bson.decode(first_batch[: _LEN.unpack_from(first_batch)[0]])["ts"]
     last = position.ts
     try:
-        with backup.object(STEM) as out:
-            batch = first_batch
-            while batch is not None:
-                out.write(batch)
-                ops += count_documents(batch)
-                last = _last_ts(batch)
-                batch = next(batches, None)
-        facts = {
-            "first_ts": ts_fact(position.ts),
-            "from_ts": ts_fact(position.ts),
-            "first_op_ts": ts_fact(first_op),
-            "last_ts": ts_fact(last),
-            "ops": ops,
-            "base_backup_id": position.base_backup_id,
-            "continues": position.after,
-            "majority_ts": ts_fact(majority),
-            "replica_set": replica_set,
-        }
-        backup.commit(facts)
-    except pymongo_errors.PyMongoError as exc:
-        backup.discard()
+        with SetWriter(storage, "mongo-oplog", source, options, tags) as backup:
+            with backup.object(STEM) as out:
+                batch = first_batch
+                while batch is not None:
+                    out.write(batch)
+                    ops += count_documents(batch)
+                    last = _last_ts(batch)
+                    batch = next(batches, None)
+            facts = {
+                "first_ts": ts_fact(position.ts),
+                "from_ts": ts_fact(position.ts),
+                "first_op_ts": ts_fact(first_op),
+                "last_ts": ts_fact(last),
+                "ops": ops,
+                "base_backup_id": position.base_backup_id,
+                "continues": position.after,
+                "majority_ts": ts_fact(majority),
+                "replica_set": replica_set,
+            }
+            backup.commit(facts)
+    except pymongo_errors.PyMongoError as exc:  # the slice was discarded on the way out
         raise translate(exc, "the source") from None
-    except BaseException:
-        backup.discard()
-        raise
-    record = backup.objects[0]
     return dict(
         base,
+        **backup.result(),
         changed=True,
-        backup_id=backup.backup_id,
-        location=f"{storage.url}/{backup.prefix}",
         first_ts=ts_fact(first_op),
         last_ts=ts_fact(last),
         ops=ops,
-        stored_bytes=record["size"],
-        bytes=record["raw_size"],
+        bytes=backup.objects[0]["raw_size"],
         position=Position(last, position.base_backup_id, f"slice {backup.backup_id}"),
     )
 

@@ -191,3 +191,23 @@ def test_local_storage_writes_atomically(storage, tmp_path):
         raise RuntimeError("killed")
     assert list(storage.list("")) == []
     assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
+
+
+def test_set_writer_leaves_nothing_behind_when_its_block_fails(storage):
+    with pytest.raises(RuntimeError, match="source died"), SetWriter(storage, "config", "app", WriteOptions()) as w:
+        with w.object("data.bin") as out:
+            out.write(b"written")
+        raise RuntimeError("source died")
+    assert list(storage.list("")) == []
+
+
+def test_set_writer_result_names_the_set(storage):
+    with SetWriter(storage, "config", "app", WriteOptions("none")) as writer:
+        with writer.object("data.bin") as out:
+            out.write(b"12345")
+        writer.commit({})
+    assert writer.result() == {
+        "backup_id": writer.backup_id,
+        "location": f"{storage.url}/{writer.prefix}",
+        "stored_bytes": 5,
+    }
