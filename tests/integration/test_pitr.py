@@ -10,6 +10,7 @@ made to roll over on demand, so a broken chain is made by a chain position older
 import json
 import random
 import threading
+import time
 from pathlib import Path
 
 import bson
@@ -98,9 +99,13 @@ def test_window_errors_and_iso_targets(env, file_url, mongo_server):
     client.app.items.insert_one({"_id": 1})
     base = dict(storage_url=file_url, uri=source.url)
     dumped = run_module("mongo_dump", base, env)
+    # An ISO time has whole seconds: the captured op must fall in a later second than the dump's
+    # consistent point, or its second's {t, i: 0} would lie before the restorable window.
+    time.sleep(max(0.0, dumped["last_ts"]["t"] + 1.05 - time.time()))
     client.app.items.insert_one({"_id": 2})
     captured = run_module("mongo_oplog_capture", base, env)
     assert captured["rc"] == 0 and captured["ops"] == 1
+    assert captured["last_ts"]["t"] > dumped["last_ts"]["t"]
     for when, words in (
         ("2001-01-01T00:00:00Z", "before the earliest restorable point"),
         ({"t": captured["last_ts"]["t"] + 5, "i": 0}, "after the last captured op"),
