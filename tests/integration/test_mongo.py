@@ -30,7 +30,13 @@ from bson.raw_bson import RawBSONDocument
 from harness import REPO, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
-from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import OPLOG_NS, ArchiveReader
+from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import (
+    OPLOG_NS,
+    ArchiveReader,
+    ArchiveWriter,
+    Namespace,
+    metadata_json,
+)
 from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
@@ -437,6 +443,30 @@ def test_bad_input_errors(env, file_url, mongo_server, tmp_path):
     left = [p for p in Path(file_url[len("file://") :]).rglob("*") if p.is_file()]
     assert [p.name for p in left if "junk" in str(p)] == [], "nothing is left of a failed import"
     assert not list_sets(open_storage(file_url), "mongo-full", "junk")
+
+
+def test_restore_fails_when_the_restored_count_differs_from_the_backup(env, tmp_path, mongo_server):
+    """An imported archive whose documents repeat an _id (valid CRCs): the target ends with fewer documents
+    than the backup holds, and the restore says so instead of reporting success."""
+    out = io.BytesIO()
+    writer = ArchiveWriter(out)
+    docs = Namespace(
+        "dup", "docs", metadata=metadata_json({"indexes": [], "collectionName": "docs"}), type="collection"
+    )
+    writer.prelude({"concurrent_collections": 1}, [docs])
+    writer.write(docs.key, b"".join(bson.encode({"_id": i % 3, "n": i}) for i in range(4)), 4)
+    writer.close_namespace(docs.key)
+    (tmp_path / "dup.archive").write_bytes(out.getvalue())
+    (tmp_path / "store").mkdir()
+    store = f"file://{tmp_path / 'store'}"
+    imported = run_module(
+        "mongo_dump", dict(storage_url=store, import_path=str(tmp_path / "dup.archive"), source_name="legacy"), env
+    )
+    assert imported["rc"] == 0 and imported["collections"][0]["documents"] == 4, imported
+    target = mongo_server("target")
+    failed = run_module("mongo_restore", dict(storage_url=store, uri=target.url), env)
+    assert failed["rc"] == 1, failed
+    assert "restored counts differ from the backup: dup.docs has 3 documents, the backup 4" in failed["msg"]
 
 
 def test_parallel_dump_of_many_collections_interleaves_and_counts(env, file_url, mongo_server):
