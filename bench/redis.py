@@ -58,9 +58,7 @@ def fill(port: int, size_mib: int) -> None:
 
 
 def redis_cli(port: int, dest: str) -> None:
-    subprocess.run(
-        [services.binary("redis-cli"), "-p", str(port), "--rdb", dest], check=True, capture_output=True
-    )
+    subprocess.run([services.binary("redis-cli"), "-p", str(port), "--rdb", dest], check=True, capture_output=True)
 
 
 def ours(port: int, root: str, method: str, compression: str, diskless: bool = False) -> None:
