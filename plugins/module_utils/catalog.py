@@ -41,7 +41,9 @@ MANIFEST = "manifest.json"
 VERIFICATION = "verification.json"
 FORMAT_VERSION = 1
 MANIFEST_READERS = 8
-_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{4}$")
+# Milliseconds keep sets made within one second in the order they were started (ids without them,
+# from the first release, still parse).
+_ID_RE = re.compile(r"^(\d{8}T\d{6})(?:\.(\d{3}))?Z-[0-9a-f]{4}$")
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -67,16 +69,18 @@ def parse_time(text: str) -> datetime.datetime:
 
 
 def new_backup_id(now: datetime.datetime | None = None) -> str:
-    """``20260221T020000Z-3f9a``: UTC time and a short random suffix; sorts by time."""
-    return f"{(now or utcnow()).astimezone(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    """``20260221T020000.412Z-3f9a``: UTC time to the millisecond and a short random suffix; sorts by time."""
+    moment = (now or datetime.datetime.now(datetime.timezone.utc)).astimezone(datetime.timezone.utc)
+    return f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{secrets.token_hex(2)}"
 
 
 def backup_id_time(backup_id: str) -> datetime.datetime:
     """The time a backup id was made at."""
     match = _ID_RE.match(backup_id)
     if not match:
-        raise ConfigurationError(f"{backup_id!r} is not a backup id (e.g. 20260221T020000Z-3f9a)")
-    return datetime.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+        raise ConfigurationError(f"{backup_id!r} is not a backup id (e.g. 20260221T020000.412Z-3f9a)")
+    moment = datetime.datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=datetime.timezone.utc)
+    return moment.replace(microsecond=int(match.group(2) or 0) * 1000)
 
 
 def check_kind(kind: str) -> str:
@@ -168,7 +172,7 @@ class SetWriter:
         self.options = options
         self.tags = list(tags)
         self.started_at = now or utcnow()
-        self.backup_id = new_backup_id(self.started_at)
+        self.backup_id = new_backup_id(now)
         self.objects: list[dict] = []
 
     @property

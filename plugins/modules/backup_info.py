@@ -74,7 +74,7 @@ latest:
   type: list
   elements: dict
   sample:
-    - {kind: config, source: app01, backup_id: 20260221T020000Z-3f9a, time: "2026-02-21T02:00:09Z",
+    - {kind: config, source: app01, backup_id: 20260221T020000.412Z-3f9a, time: "2026-02-21T02:00:09Z",
        age_seconds: 3600, size: 48213, duration_seconds: 9.0, count: 31, incomplete: 0, total_size: 1494603}
 pitr:
   description: Per MongoDB source, the earliest and latest point-in-time restore target and the gaps between.

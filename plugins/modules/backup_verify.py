@@ -76,7 +76,7 @@ reports:
   type: list
   elements: dict
   sample:
-    - {kind: config, source: app01, backup_id: 20260221T020000Z-3f9a, level: checksum, ok: true,
+    - {kind: config, source: app01, backup_id: 20260221T020000.412Z-3f9a, level: checksum, ok: true,
        verified_at: "2026-03-01T04:00:00Z",
        checks: [{check: sha256 config.tar.zst.age, ok: true}, {check: checksum config.tar, ok: true, members: 12}]}
 verified:

@@ -69,7 +69,7 @@ backup_id:
   description: Id of the new backup set; empty in check mode.
   returned: always
   type: str
-  sample: 20260221T020000Z-3f9a
+  sample: 20260221T020000.412Z-3f9a
 source:
   description: Source name the set is stored under.
   returned: always
@@ -79,7 +79,7 @@ location:
   description: Storage path of the set.
   returned: success and not check mode
   type: str
-  sample: s3://caas-backups/prod/config/app01/20260221T020000Z-3f9a
+  sample: s3://caas-backups/prod/config/app01/20260221T020000.412Z-3f9a
 files:
   description: Number of regular files archived.
   returned: always

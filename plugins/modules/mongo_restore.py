@@ -107,7 +107,7 @@ backup_id:
   description: Id of the restored backup set.
   returned: always
   type: str
-  sample: 20260221T020000Z-3f9a
+  sample: 20260221T020000.412Z-3f9a
 source:
   description: Source name of the restored set.
   returned: always

@@ -83,7 +83,7 @@ EXAMPLES = r"""
   caas.backup.redis_restore:
     storage_url: file:///backups
     mode: aof
-    backup_id: 20260221T020000Z-3f9a
+    backup_id: 20260221T020000.412Z-3f9a
     start_command: [redis-server, /srv/redis/redis.conf]
   check_mode: true
 """
@@ -93,7 +93,7 @@ backup_id:
   description: Id of the restored backup set.
   returned: always
   type: str
-  sample: 20260221T020000Z-3f9a
+  sample: 20260221T020000.412Z-3f9a
 source:
   description: Source name of the restored set.
   returned: always

@@ -90,7 +90,7 @@ backup_id:
   description: Id of the new backup set; empty in check mode.
   returned: always
   type: str
-  sample: 20260221T020000Z-3f9a
+  sample: 20260221T020000.412Z-3f9a
 kind:
   description: V(redis-rdb) or V(redis-aof).
   returned: always

@@ -75,7 +75,7 @@ plan:
   type: list
   elements: dict
   sample:
-    - {kind: config, source: app01, backup_id: 20250101T020000Z-3f9a, time: "2025-01-01T02:00:09Z", complete: true,
+    - {kind: config, source: app01, backup_id: 20250101T020000.412Z-3f9a, time: "2025-01-01T02:00:09Z", complete: true,
        action: delete, reasons: [outside every retention rule]}
 deleted:
   description: Sets deleted (or, in check mode, that would be), as C(<kind>/<source>/<backup_id>).

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -233,13 +234,17 @@ def test_dump_during_writes_restores_to_its_consistent_point(env, file_url, mong
     client.cons.other.insert_many([{"_id": i} for i in range(20000)])  # so the dump takes a while
     writer = Writer(source.url)
     writer.start()
+
+    def wait_for_writes(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while len(writer.log) < count:
+            assert writer.error is None and time.monotonic() < deadline, f"the writer stopped: {writer.error}"
+            threading.Event().wait(0.01)
+
     try:
-        while len(writer.log) < 50:
-            threading.Event().wait(0.01)
+        wait_for_writes(50)
         dumped = run_module("mongo_dump", dict(storage_url=file_url, uri=source.url, parallel_collections=2), env)
-        after = len(writer.log)
-        while len(writer.log) < after + 30:
-            threading.Event().wait(0.01)
+        wait_for_writes(len(writer.log) + 30)
     finally:
         writer.stop.set()
         writer.join()

@@ -75,6 +75,7 @@ def smtp():
         port=free_port(),
         authenticator=authenticate,
         auth_require_tls=False,
+        ready_timeout=30,  # aiosmtpd's 5 s default is short on a loaded machine
     )
     controller.start()
     yield controller.port, box

@@ -217,7 +217,7 @@ def test_follow_mode_cuts_slices(env, file_url, mongo_server):
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
     try:
-        followed = run_module("mongo_oplog_capture", dict(base, follow=True, duration=4, slice_seconds=1), env)
+        followed = run_module("mongo_oplog_capture", dict(base, follow=True, duration=6, slice_seconds=1), env)
     finally:
         stop.set()
         writer.join()

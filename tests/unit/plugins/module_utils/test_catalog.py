@@ -49,9 +49,25 @@ def storage(tmp_path):
 
 def test_backup_id_format_sorts_by_time():
     ids = [new_backup_id(at(d)) for d in (3, 1, 2)]
-    assert all(re.match(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$", i) for i in ids)
+    assert all(re.match(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{4}$", i) for i in ids)
     assert sorted(ids) == [ids[1], ids[2], ids[0]]
     assert backup_id_time(ids[0]) == at(3)
+
+
+def test_backup_ids_made_within_one_second_keep_their_order():
+    second = datetime.datetime(2026, 2, 21, 2, 0, 0, tzinfo=UTC)
+    moments = [second.replace(microsecond=ms * 1000) for ms in (999, 5, 412)]
+    ids = [new_backup_id(m) for m in moments]
+    assert ids[1].startswith("20260221T020000.005Z-")
+    assert sorted(ids) == [ids[1], ids[2], ids[0]]
+    assert [backup_id_time(i) for i in ids] == moments
+    assert new_backup_id(second.replace(second=1)) > ids[0]
+
+
+def test_backup_ids_of_the_first_release_still_parse():
+    assert backup_id_time("20260221T020000Z-3f9a") == datetime.datetime(2026, 2, 21, 2, tzinfo=UTC)
+    with pytest.raises(ConfigurationError, match="is not a backup id"):
+        backup_id_time("20260221T020000.41Z-3f9a")
 
 
 @pytest.mark.parametrize(
