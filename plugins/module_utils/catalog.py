@@ -171,8 +171,9 @@ class SetWriter:
         self.source = check_source(source)
         self.options = options
         self.tags = list(tags)
-        self.started_at = now or utcnow()
-        self.backup_id = new_backup_id(now)
+        moment = now or datetime.datetime.now(datetime.timezone.utc)
+        self.started_at = moment.replace(microsecond=0)
+        self.backup_id = new_backup_id(moment)
         self.objects: list[dict] = []
 
     @property

@@ -155,7 +155,12 @@ def oplog_position(client):
     return entry["ts"] if entry else None
 
 
-def _last_ts(batch: bytes):
+def batch_first_ts(batch: bytes):
+    """The ``ts`` of the first document of a raw batch."""
+    return bson.decode(batch[: _LEN.unpack_from(batch)[0]])["ts"]
+
+
+def batch_last_ts(batch: bytes):
     """The ``ts`` of the last document of a raw batch."""
     offset = last = 0
     while offset < len(batch):
@@ -239,14 +244,14 @@ def _write_oplog(client, writer: ArchiveWriter, start) -> dict:
         oplog = client.local.get_collection("oplog.rs")
         for batch in oplog.find_raw_batches({"ts": {"$gte": start}}, batch_size=BATCH_DOCS):
             if end is start and start.time:
-                first = bson.decode(batch[: _LEN.unpack_from(batch)[0]])["ts"]
+                first = batch_first_ts(batch)
                 if first != start:
                     raise SourceError(
                         f"the oplog rolled over during the dump (its entries now start at {first}, the dump "
                         f"started at {start}): the dump cannot be made consistent; enlarge the oplog"
                     )
             writer.write(OPLOG_NS, batch, count_documents(batch))
-            end = _last_ts(batch)
+            end = batch_last_ts(batch)
         if start.time and end is start:
             raise SourceError(f"the oplog no longer holds the entry {start} the dump started at: it rolled over")
         ns = writer.close_namespace(OPLOG_NS)

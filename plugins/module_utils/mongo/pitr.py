@@ -42,7 +42,8 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.client import translate
 from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import (
-    _last_ts,
+    batch_first_ts,
+    batch_last_ts,
     count_documents,
     ts_fact,
     ts_from_fact,
@@ -248,7 +249,7 @@ def capture_slice(client, storage, source: str, options, tags, position: Positio
         return dict(base, changed=False, backup_id="", ops=0, last_ts=ts_fact(position.ts), position=position)
     storage.check()
     ops = 0
-    first_op = bson.decode(first_batch[: _LEN.unpack_from(first_batch)[0]])["ts"]
+    first_op = batch_first_ts(first_batch)
     last = position.ts
     try:
         with SetWriter(storage, "mongo-oplog", source, options, tags) as backup:
@@ -257,7 +258,7 @@ def capture_slice(client, storage, source: str, options, tags, position: Positio
                 while batch is not None:
                     out.write(batch)
                     ops += count_documents(batch)
-                    last = _last_ts(batch)
+                    last = batch_last_ts(batch)
                     batch = next(batches, None)
             facts = {
                 "first_ts": ts_fact(position.ts),
