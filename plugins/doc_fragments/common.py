@@ -102,6 +102,13 @@ options:
     description:
       - Days new objects stay locked; goes with O(s3_object_lock_mode).
     type: int
+  allow_unencrypted:
+    description:
+      - Whether a set may be written with neither O(encryption_recipients) nor O(s3_sse). When V(true) the module
+        warns that it writes plaintext; when V(false) it refuses before anything is written. The playbooks pass
+        V(false) unless C(caas_backup_allow_unencrypted) is set.
+    type: bool
+    default: true
 """
 
     READ = r"""

@@ -86,6 +86,7 @@ WRITE_SPEC: dict = dict(
     s3_sse_kms_key_id=dict(type="str", no_log=False),
     s3_object_lock_mode=dict(type="str", choices=["GOVERNANCE", "COMPLIANCE"]),
     s3_object_lock_days=dict(type="int"),
+    allow_unencrypted=dict(type="bool", default=True),
 )
 
 # Options of modules that read a backup set back.
@@ -188,10 +189,21 @@ class BackupModule(AnsibleModule):
         )
 
     def write_options(self):
-        """The compression and encryption a new backup set is written with."""
+        """The compression and encryption a new backup set is written with.
+
+        A set with neither age recipients nor S3 server-side encryption is refused when
+        ``allow_unencrypted`` is false (what the playbooks pass), and warned about otherwise.
+        """
         from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
         p = self.params
+        if not p["encryption_recipients"] and not p.get("s3_sse"):
+            if not p["allow_unencrypted"]:
+                raise ConfigurationError(
+                    "refusing to write an unencrypted backup: give encryption_recipients (or CAAS_AGE_RECIPIENTS) "
+                    "or s3_sse, or allow it with allow_unencrypted (caas_backup_allow_unencrypted in the playbooks)"
+                )
+            self.warn("writing an unencrypted backup: no encryption_recipients and no s3_sse")
         return WriteOptions(
             compression=p["compression"],
             level=p.get("compression_level"),

@@ -22,7 +22,7 @@ import warnings
 
 import pytest
 import services
-from harness import REPO, module_env, run_module, run_playbook, s3_storage
+from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, fetch_object, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
@@ -341,26 +341,25 @@ def test_backup_and_dr_playbooks_carry_kafka_and_count_it_in_rpo(svc, s3_url, ag
     """backup.yml exports the cluster when its bootstrap servers are set; dr.yml restores it onto a fresh broker."""
     source, target = broker(), broker()
     create(source.url, orders=2, audit=1)
-    report = tmp_path / "dr-report.json"
+    reports = tmp_path / "reports"
     extra = {
         "caas_backup_storage_url": s3_url,
         "caas_backup_s3_endpoint_url": svc["CAAS_S3_ENDPOINT"],
         "caas_backup_encryption_recipients": [age_key["recipient"]],
         "caas_backup_encryption_identity_file": age_key["file"],
-        "caas_backup_config": False,
         "caas_backup_kafka_bootstrap_servers": [source.url],
         "kafka_backup_restore_bootstrap_servers": [target.url],
-        "dr_site_components": ["kafka"],
-        "dr_site_report_path": str(report),
+        "dr_site_report_dir": str(reports),
     }
-    backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, module_env(svc))
+    backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, module_env(svc), groups=["caas_kafka"])
     assert backup.returncode == 0, backup.stdout + backup.stderr
-    dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, module_env(svc))
+    dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, module_env(svc), groups=["caas_kafka"])
     assert dr.returncode == 0, dr.stdout + dr.stderr
     assert layout(target.url) == layout(source.url) == {"orders": (2, 1), "audit": (1, 1)}
-    measured = json.loads(report.read_text())
-    assert measured["components"]["kafka"]["source"] == "kafka-caas"
-    assert measured["oldest_backup"] == measured["components"]["kafka"]["backup_time"]
+    measured = dr_report(reports)
+    [kafka] = measured["components"]
+    assert (kafka["component"], kafka["source"], kafka["status"]) == ("kafka", "kafka-caas", "PASS")
+    assert kafka["data_time"] == kafka["backup_time"] and all(c["ok"] for c in kafka["checks"])
     assert float(measured["rpo_seconds"]) >= 0
 
 

@@ -28,7 +28,7 @@ import zstandard
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from harness import REPO, run_module, run_playbook, s3_storage
+from harness import REPO, dr_report, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.mongo.archive import (
@@ -536,32 +536,32 @@ def test_backup_and_dr_playbooks_bring_mongodb_back(env, s3_url, age_key, mongo_
     client = pymongo.MongoClient(server.url)
     client.shop.orders.insert_many([{"_id": i, "sku": f"s{i}"} for i in range(700)])
     client.shop.orders.create_index("sku", unique=True)
-    report = tmp_path / "report.json"
+    reports = tmp_path / "reports"
     extra = {
         "caas_backup_storage_url": s3_url,
         "caas_backup_s3_endpoint_url": env["CAAS_S3_ENDPOINT"],
         "caas_backup_encryption_recipients": [age_key["recipient"]],
         "caas_backup_encryption_identity_file": age_key["file"],
-        "caas_backup_config": False,
         "caas_backup_mongodb_uri": f"mongodb://127.0.0.1:{server.port}/?replicaSet=secantus",
         "caas_backup_mongodb_user": "admin",
-        "dr_site_components": ["mongodb"],
-        "dr_site_report_path": str(report),
+        "dr_site_report_dir": str(reports),
     }
     run_env = dict(env, CAAS_MONGO_PASSWORD=password)
     with ArgvWatch([password]) as watch:
-        backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, run_env, "-v")
+        backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, run_env, "-v", groups=["caas_mongodb"])
         assert backup.returncode == 0, backup.stdout + backup.stderr
         client.drop_database("shop")
-        dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, run_env, "-v")
+        dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, run_env, "-v", groups=["caas_mongodb"])
         assert dr.returncode == 0, dr.stdout + dr.stderr
     assert watch.found == []
     for output in (backup.stdout, backup.stderr, dr.stdout, dr.stderr):
         assert password not in output
     assert client.shop.orders.count_documents({}) == 700
     assert "sku_1" in client.shop.orders.index_information()
-    measured = json.loads(report.read_text())
-    assert measured["components"]["mongodb"]["source"] == "secantus"
+    measured = dr_report(reports)
+    [mongodb] = measured["components"]
+    assert (mongodb["component"], mongodb["source"], mongodb["status"]) == ("mongodb", "secantus", "PASS")
+    assert [c["found"] for c in mongodb["checks"]] == [700]
     assert float(measured["rpo_seconds"]) >= 0
     [bset] = list_sets(s3_storage(env, s3_url), "mongo-full")
     assert password not in json.dumps(bset.manifest)

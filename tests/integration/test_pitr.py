@@ -17,7 +17,7 @@ import bson
 import pymongo
 import pytest
 from bson import Timestamp
-from harness import REPO, run_module, run_playbook, s3_storage
+from harness import REPO, dr_report, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
 from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
@@ -372,33 +372,27 @@ def test_backup_pitr_and_dr_playbooks(env, s3_url, age_key, mongo_server, tmp_pa
         "caas_backup_s3_endpoint_url": env["CAAS_S3_ENDPOINT"],
         "caas_backup_encryption_recipients": [age_key["recipient"]],
         "caas_backup_encryption_identity_file": age_key["file"],
-        "caas_backup_config": False,
         "caas_backup_mongodb_uri": server.url,
     }
-    full = run_playbook(REPO / "playbooks" / "backup.yml", extra, env)
+    site = {"groups": ["caas_mongodb"]}
+    full = run_playbook(REPO / "playbooks" / "backup.yml", extra, env, **site)
     assert full.returncode == 0, full.stdout + full.stderr
     client.shop.orders.update_many({"_id": {"$lt": 10}}, {"$set": {"v": 1}})
     target = next_ts(client)
     expected = snapshot(client)
     client.shop.orders.delete_many({})  # the mistake to undo
-    oplog = run_playbook(REPO / "playbooks" / "backup.yml", dict(extra, caas_backup_only="mongodb-oplog"), env)
+    oplog = run_playbook(REPO / "playbooks" / "backup.yml", dict(extra, caas_backup_only="mongodb-oplog"), env, **site)
     assert oplog.returncode == 0, oplog.stdout + oplog.stderr
     storage = s3_storage(env, s3_url)
     assert len(list_sets(storage, "mongo-full")) == 1 and len(list_sets(storage, "mongo-oplog")) == 1
-    pitr_run = run_playbook(REPO / "playbooks" / "pitr.yml", dict(extra, caas_backup_pitr_target=target), env)
+    pitr_run = run_playbook(REPO / "playbooks" / "pitr.yml", dict(extra, caas_backup_pitr_target=target), env, **site)
     assert pitr_run.returncode == 0, pitr_run.stdout + pitr_run.stderr
     assert snapshot(client) == expected
     fresh = mongo_server("dr")
-    report = tmp_path / "report.json"
-    dr_vars = dict(
-        extra,
-        caas_backup_mongodb_uri=fresh.url,
-        dr_site_components=["mongodb"],
-        dr_site_target_time=target,
-        dr_site_report_path=str(report),
-    )
-    dr = run_playbook(REPO / "playbooks" / "dr.yml", dr_vars, env)
+    reports = tmp_path / "reports"
+    dr_vars = dict(extra, caas_backup_mongodb_uri=fresh.url, dr_site_target_time=target, dr_site_report_dir=str(reports))
+    dr = run_playbook(REPO / "playbooks" / "dr.yml", dr_vars, env, **site)
     assert dr.returncode == 0, dr.stdout + dr.stderr
     assert snapshot(pymongo.MongoClient(fresh.url)) == expected
-    measured = json.loads(report.read_text())
-    assert measured["components"]["mongodb"]["backup_time"] == ts_fact(Timestamp(target["t"], 0))["iso"]
+    [mongodb] = dr_report(reports)["components"]
+    assert mongodb["data_time"] == ts_fact(Timestamp(target["t"], 0))["iso"] and mongodb["status"] == "PASS"

@@ -7,7 +7,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from harness import REPO, module_env, run_module, run_playbook, s3_storage
+from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
 
@@ -68,7 +68,7 @@ def test_backup_then_dr_restores_byte_identical_files_and_reports_rto_rpo(svc, s
     site = tmp_path / "site"
     make_site(site)
     before = snapshot(site)
-    report = tmp_path / "dr-report.json"
+    reports = tmp_path / "reports"
     secret_key = "wJalrXUtnFEMI-distinctive-test-secret-0001"
     env = module_env(svc, AWS_SECRET_ACCESS_KEY=secret_key)  # moto accepts any key: a distinctive one to hunt
     extra = {
@@ -78,7 +78,7 @@ def test_backup_then_dr_restores_byte_identical_files_and_reports_rto_rpo(svc, s
         "caas_backup_encryption_identity_file": age_key["file"],
         "config_backup_root": str(site),
         "config_backup_paths": [".env", "docker-compose.yml", "keys", "services"],
-        "dr_site_report_path": str(report),
+        "dr_site_report_dir": str(reports),
     }
     with ArgvWatch([secret_key, age_key["identity"], "do-not-leak"]) as watch:
         backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, env, "-v")
@@ -89,10 +89,12 @@ def test_backup_then_dr_restores_byte_identical_files_and_reports_rto_rpo(svc, s
     assert watch.samples > 5, "the argv watch must have sampled during the runs"
     assert watch.found == [], f"a secret appeared in a process's argv: {watch.found}"
     assert snapshot(site) == before
-    measured = json.loads(report.read_text())
+    measured = dr_report(reports)
+    assert measured["result"] == "PASS"
     assert float(measured["rto_seconds"]) > 0
     assert float(measured["rpo_seconds"]) >= 0
-    assert measured["components"]["config"]["source"] == "localhost"
+    [config] = measured["components"]
+    assert (config["component"], config["source"], config["status"]) == ("config", "localhost", "PASS")
     for output in (backup.stdout, dr.stdout, backup.stderr, dr.stderr):
         assert secret_key not in output and age_key["identity"] not in output and "do-not-leak" not in output
     [bset] = list_sets(s3_storage(svc, s3_url), "config")

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import redis
 import services
-from harness import REPO, module_env, run_module, run_playbook
+from harness import REPO, dr_report, module_env, run_module, run_playbook
 from test_playbooks import ArgvWatch
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
@@ -332,35 +332,34 @@ def test_redis_not_running(env, storage_url):
 
 
 def test_backup_and_dr_playbooks_restore_redis(instances, svc, s3_url, age_key, tmp_path):
-    """backup.yml with caas_backup_redis, then dr.yml with the redis component: the data comes back, the
-    report has the Redis backup time, and the password shows up in no argv and no output."""
+    """backup.yml and dr.yml on a host in caas_redis: the data comes back, the report has the Redis backup time
+    as its data time and the key count checked, and the password shows up in no argv and no output."""
     inst = instances(requirepass=PASSWORD)
     fill(inst.client())
     expected = contents(inst.client())
-    report = tmp_path / "dr-report.json"
+    reports = tmp_path / "reports"
     extra = {
         "caas_backup_storage_url": s3_url,
         "caas_backup_s3_endpoint_url": svc["CAAS_S3_ENDPOINT"],
         "caas_backup_encryption_recipients": [age_key["recipient"]],
         "caas_backup_encryption_identity_file": age_key["file"],
-        "caas_backup_config": False,
-        "caas_backup_redis": True,
         "redis_backup_login_port": inst.port,
         "redis_backup_start_command": services.redis_start_command(inst.handle),
-        "dr_site_components": ["redis"],
-        "dr_site_report_path": str(report),
+        "dr_site_report_dir": str(reports),
     }
     env = module_env(svc, REDIS_PASSWORD=PASSWORD)
     with ArgvWatch([PASSWORD]) as watch:
-        backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, env, "-v")
+        backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, env, "-v", groups=["caas_redis"])
         assert backup.returncode == 0, backup.stdout + backup.stderr
         change(inst.client())
-        dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, env, "-v")
+        dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, env, "-v", groups=["caas_redis"])
         assert dr.returncode == 0, dr.stdout + dr.stderr
     assert watch.samples > 5 and watch.found == [], watch.found
     assert contents(inst.client()) == expected
-    measured = json.loads(report.read_text())
-    assert measured["components"]["redis"]["backup_time"] == measured["oldest_backup"]
+    measured = dr_report(reports)
+    [redis] = measured["components"]
+    assert (redis["component"], redis["source"], redis["status"]) == ("redis", "localhost", "PASS")
+    assert redis["data_time"] == redis["backup_time"] and redis["checks"][0]["found"] == len(expected)
     for output in (backup.stdout, backup.stderr, dr.stdout, dr.stderr):
         assert PASSWORD not in output
 

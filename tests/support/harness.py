@@ -5,13 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build" / "collections"
-INVENTORY = REPO / "playbooks" / "inventory" / "localhost.yml"
 
 
 def module_env(svc, **extra):
@@ -48,27 +48,53 @@ def run_module(name, args, env, check_mode=False):
     return result
 
 
-def run_playbook(playbook, extra_vars, env, *more):
-    """Run ansible-playbook on the localhost inventory; returns the CompletedProcess."""
+def site_inventory(path: Path, groups: dict[str, list[str]], host_vars: dict | None = None) -> Path:
+    """An inventory file of localhost aliases (local connection) in the site's groups: ``{group: [hosts]}``."""
+    hosts = {h for members in groups.values() for h in members}
+    inventory = {
+        "all": {
+            "hosts": {h: dict((host_vars or {}).get(h, {})) for h in sorted(hosts)},
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+            "children": {group: {"hosts": {h: {} for h in members}} for group, members in groups.items()},
+        }
+    }
+    path.write_text(json.dumps(inventory, indent=1))
+    return path
+
+
+def run_playbook(playbook, extra_vars, env, *more, groups=("caas_config",), inventory=None):
+    """Run ansible-playbook; returns the CompletedProcess.
+
+    The inventory is ``inventory``, else localhost alone in each of ``groups`` (the site's parts it plays).
+    """
     env = dict(env)
     env.update(ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("ansible-playbook")),
-            "-i",
-            str(INVENTORY),
-            str(playbook),
-            "-e",
-            json.dumps(extra_vars),
-            *more,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if inventory is None:
+            inventory = site_inventory(Path(tmp) / "inventory.json", {g: ["localhost"] for g in groups})
+        return subprocess.run(
+            [
+                str(Path(sys.executable).with_name("ansible-playbook")),
+                "-i",
+                str(inventory),
+                str(playbook),
+                "-e",
+                json.dumps(extra_vars),
+                *more,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+            check=False,
+        )
+
+
+def dr_report(report_dir: Path) -> dict:
+    """The one JSON report dr.yml wrote into ``report_dir`` (dr_site_report_dir)."""
+    [report] = sorted(Path(report_dir).glob("dr-report-*.json"))
+    return json.loads(report.read_text())
 
 
 def s3_storage(svc, url):
