@@ -390,7 +390,8 @@ def test_backup_pitr_and_dr_playbooks(env, s3_url, age_key, mongo_server, tmp_pa
     assert snapshot(client) == expected
     fresh = mongo_server("dr")
     reports = tmp_path / "reports"
-    dr_vars = dict(extra, caas_backup_mongodb_uri=fresh.url, dr_site_target_time=target, dr_site_report_dir=str(reports))
+    dr_vars = dict(extra, caas_backup_mongodb_uri=fresh.url, dr_site_target_time=target)
+    dr_vars["dr_site_report_dir"] = str(reports)
     dr = run_playbook(REPO / "playbooks" / "dr.yml", dr_vars, env, **site)
     assert dr.returncode == 0, dr.stdout + dr.stderr
     assert snapshot(pymongo.MongoClient(fresh.url)) == expected
