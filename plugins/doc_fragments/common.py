@@ -52,7 +52,7 @@ requirements:
   - boto3
   - zstandard
   - pyrage
-  - cryptography (only with O(signing_key), O(signing_key_file), O(trusted_signers) or O(trusted_signers_file))
+  - cryptography (only to sign or check manifest signatures, with C(signing_key) or C(trusted_signers))
 """
 
     WRITE = r"""
@@ -108,7 +108,7 @@ options:
       - Unencrypted OpenSSH ed25519 private key (C(ssh-keygen -t ed25519 -N '')) that signs the set's manifest,
         which holds every object's sha256. The signature is written as C(manifest.json.sig), in the format of
         C(ssh-keygen -Y sign -n caas-backup), just before C(manifest.json). Never logged.
-      - Restores and verifications given O(trusted_signers) accept only sets signed by one of those keys.
+      - Restores and verifications given C(trusted_signers) accept only sets signed by one of those keys.
       - Falls back to E(CAAS_SIGNING_KEY). Mutually exclusive with O(signing_key_file).
     type: str
   signing_key_file:
@@ -136,7 +136,7 @@ options:
     type: str
   trusted_signers:
     description:
-      - OpenSSH ed25519 public keys (V(ssh-ed25519 AAAA... comment)) of the backup side's O(signing_key).
+      - OpenSSH ed25519 public keys (V(ssh-ed25519 AAAA... comment)) of the backup side's C(signing_key).
         When given (here or in O(trusted_signers_file)), a set whose C(manifest.json.sig) is missing or not made
         by one of them over its C(manifest.json) is refused by restores and fails verification.
       - When neither option is given, signatures are not checked and the module says so in a warning.
