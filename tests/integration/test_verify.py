@@ -1,7 +1,9 @@
 """backup_verify on real S3: checksum and test-restore levels, recorded reports, and what backup_info makes of them."""
 
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from harness import module_env, run_module, s3_storage
@@ -212,3 +214,23 @@ def test_broken_newest_manifest_fails_verify_and_restore_falls_back_with_a_warni
     warnings = warnings_of(restored)
     assert sum("signatures are not checked" in w for w in warnings) == 1
     assert any(f"not the 1 newer broken set(s): config/web/{newest}: manifest does not match" in w for w in warnings)
+
+
+@needs_ssh_keygen
+def test_keys_from_the_environment_sign_and_check_and_the_secret_is_never_returned(svc, s3_url, tmp_path):
+    key_file, public = ed25519_key(tmp_path, "env")
+    secret = Path(key_file).read_text()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "app.yml").write_text("port: 1\n")
+    args = {"storage_url": s3_url, "root": str(site), "paths": ["app.yml"], "source_name": "web"}
+    made = run_module("config_backup", args, module_env(svc, CAAS_SIGNING_KEY=secret))
+    assert made["rc"] == 0, made
+    assert secret.splitlines()[1] not in json.dumps(made)
+    verified = run_module("backup_verify", {"storage_url": s3_url}, module_env(svc, CAAS_TRUSTED_SIGNERS=public))
+    assert verified["rc"] == 0, verified
+    assert verified["reports"][0]["signed_by"].endswith(" (env@caas)")
+    wrong_args = {"storage_url": s3_url, "trusted_signers": ["ssh-rsa AAAAB3Nza"]}
+    wrong = run_module("backup_verify", wrong_args, module_env(svc))
+    assert wrong["rc"] == 1
+    assert wrong["msg"] == "Failed to verify backups: trusted_signers entry 1 line 1 holds no ssh-ed25519 public key"
