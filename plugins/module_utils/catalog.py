@@ -262,7 +262,9 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _manifest_problem(manifest, raw: bytes, storage: Storage, bset: BackupSet, trust: list[TrustedKey] | None):
+def _manifest_problem(
+    manifest: object, raw: bytes, storage: Storage, bset: BackupSet, trust: list[TrustedKey] | None
+) -> str | None:
     """Why a parsed manifest cannot be used, or None; sets ``bset.signer`` when its signature is good."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("objects"), list):
         return "manifest has no object list"
