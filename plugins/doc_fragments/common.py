@@ -52,6 +52,7 @@ requirements:
   - boto3
   - zstandard
   - pyrage
+  - cryptography (only to sign or check manifest signatures, with C(signing_key) or C(trusted_signers))
 """
 
     WRITE = r"""
@@ -109,6 +110,19 @@ options:
         V(false) unless C(caas_backup_allow_unencrypted) is set.
     type: bool
     default: true
+  signing_key:
+    description:
+      - Unencrypted OpenSSH ed25519 private key (C(ssh-keygen -t ed25519 -N '')) that signs the set's manifest,
+        which holds every object's sha256. The signature is written as C(manifest.json.sig), in the format of
+        C(ssh-keygen -Y sign -n caas-backup), just before C(manifest.json). Never logged.
+      - Restores and verifications given C(trusted_signers) accept only sets signed by one of those keys.
+      - Falls back to E(CAAS_SIGNING_KEY). Mutually exclusive with O(signing_key_file).
+    type: str
+  signing_key_file:
+    description:
+      - File holding the O(signing_key).
+      - Falls back to E(CAAS_SIGNING_KEY_FILE).
+    type: path
 """
 
     READ = r"""
@@ -127,6 +141,22 @@ options:
     description:
       - Source whose backups to read; needed only when several sources have backups of the kind.
     type: str
+  trusted_signers:
+    description:
+      - OpenSSH ed25519 public keys (V(ssh-ed25519 AAAA... comment)) of the backup side's C(signing_key).
+        When given (here or in O(trusted_signers_file)), a set whose C(manifest.json.sig) is missing or not made
+        by one of them over its C(manifest.json) is refused by restores and fails verification.
+      - When neither option is given, signatures are not checked and the module says so in a warning.
+      - Falls back to E(CAAS_TRUSTED_SIGNERS) (comma-separated).
+    type: list
+    elements: str
+    default: []
+  trusted_signers_file:
+    description:
+      - File of trusted public keys, one per line, in C(.pub) or C(ssh-keygen) allowed_signers format
+        (principals and options before the key are ignored; blank and V(#) lines are skipped).
+      - Falls back to E(CAAS_TRUSTED_SIGNERS_FILE).
+    type: path
 """
 
     RESTORE = r"""

@@ -6,12 +6,18 @@
 Layout: ``<kind>/<source>/<backup_id>/manifest.json`` beside the set's data
 objects. The manifest is written last: a set without one is incomplete and is
 never offered for restore.
+
+Every manifest records the sha256 of its own canonical content
+(``manifest_sha256``), so a damaged one is caught without any key. With a
+signing key, ``manifest.json.sig`` (OpenSSH SSHSIG, see signing.py) is written
+just before it; readers given trusted signers accept only sets it verifies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import re
 import secrets
@@ -27,6 +33,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     IntegrityError,
     NotFoundError,
 )
+from ansible_collections.caas.backup.plugins.module_utils.signing import NAMESPACE, SignatureError, TrustedKey, verify
 from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
 from ansible_collections.caas.backup.plugins.module_utils.stream import (
     ObjectReader,
@@ -37,9 +44,13 @@ from ansible_collections.caas.backup.plugins.module_utils.stream import (
 
 KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
 MANIFEST = "manifest.json"
+# The manifest's SSHSIG signature, written just before the manifest when a signing key is given.
+SIGNATURE = MANIFEST + ".sig"
 # Written beside a set after it is complete (backup_verify); not part of its size.
 VERIFICATION = "verification.json"
-FORMAT_VERSION = 1
+# 2: the manifest records its own sha256 (DIGEST_FIELD); version 1 manifests have none and still read.
+FORMAT_VERSION = 2
+DIGEST_FIELD = "manifest_sha256"
 MANIFEST_READERS = 8
 # Milliseconds keep sets made within one second in the order they were started (ids without them,
 # from the first release, still parse).
@@ -108,6 +119,12 @@ class BackupSet:
     error: str | None = None
     keys: list[str] = field(default_factory=list)
     size: int = 0
+    signer: TrustedKey | None = None  # the trusted key its manifest signature was checked with
+
+    @property
+    def broken(self) -> bool:
+        """Its manifest exists but cannot be used (damaged, unsigned or wrongly signed: see ``error``)."""
+        return self.manifest is None and self.error is not None
 
     @property
     def prefix(self) -> str:
@@ -151,6 +168,7 @@ class BackupSet:
             "size": self.size,
             "tags": self.tags,
             "error": self.error,
+            "signed_by": self.signer.label if self.signer else None,
         }
 
 
@@ -175,6 +193,7 @@ class SetWriter:
         self.started_at = moment.replace(microsecond=0)
         self.backup_id = new_backup_id(moment)
         self.objects: list[dict] = []
+        self.signed = False
 
     @property
     def prefix(self) -> str:
@@ -202,13 +221,22 @@ class SetWriter:
             "objects": self.objects,
             "facts": facts,
         }
-        self.storage.put_bytes(f"{self.prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+        manifest[DIGEST_FIELD] = manifest_digest(manifest)
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        if self.options.signer is not None:
+            # Before the manifest: the manifest stays the commit point, and a committed set is signed from its start.
+            self.storage.put_bytes(f"{self.prefix}/{SIGNATURE}", self.options.signer.sign(data).encode())
+            self.signed = True
+        self.storage.put_bytes(f"{self.prefix}/{MANIFEST}", data)
         return manifest
 
     def discard(self) -> None:
         """Remove the objects written so far, after a failure (best effort: the failure may be the storage)."""
+        keys = [f"{self.prefix}/{o['name']}" for o in self.objects]
+        if self.signed:
+            keys.append(f"{self.prefix}/{SIGNATURE}")
         with contextlib.suppress(BackupError):
-            self.storage.delete([f"{self.prefix}/{o['name']}" for o in self.objects])
+            self.storage.delete(keys)
 
     def result(self) -> dict:
         """The result fields every backup module reports: ``backup_id``, ``location``, ``stored_bytes``."""
@@ -227,27 +255,63 @@ class SetWriter:
             self.discard()
 
 
-def _read_manifest(storage: Storage, bset: BackupSet) -> None:
+def manifest_digest(manifest: dict) -> str:
+    """The sha256 of a manifest's canonical JSON (sorted keys, no spaces, ASCII), its own digest left out."""
+    content = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _manifest_problem(
+    manifest: object, raw: bytes, storage: Storage, bset: BackupSet, trust: list[TrustedKey] | None
+) -> str | None:
+    """Why a parsed manifest cannot be used, or None; sets ``bset.signer`` when its signature is good."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("objects"), list):
+        return "manifest has no object list"
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        return f"manifest format_version {version!r} is newer than this collection reads ({FORMAT_VERSION})"
+    recorded = manifest.get(DIGEST_FIELD)
+    if recorded is None and version != 1:  # only the first format wrote no digest
+        return f"manifest (format_version {version}) has no {DIGEST_FIELD}: damaged or altered"
+    if recorded is not None and recorded != manifest_digest(manifest):
+        return f"manifest does not match its {DIGEST_FIELD}: damaged or altered"
+    if trust is None:
+        return None
+    if f"{bset.prefix}/{SIGNATURE}" not in bset.keys:
+        return f"manifest is not signed (no {SIGNATURE}) and trusted_signers are given"
     try:
-        manifest = json.loads(storage.get_bytes(f"{bset.prefix}/{MANIFEST}"))
+        armored = storage.get_bytes(f"{bset.prefix}/{SIGNATURE}").decode("ascii")
+        bset.signer = verify(armored, raw, trust, NAMESPACE)
+    except UnicodeDecodeError:
+        return f"manifest signature is not valid: {SIGNATURE} is not an armored SSH signature"
+    except SignatureError as exc:
+        return f"manifest signature is not valid: {exc}"
+    return None
+
+
+def _read_manifest(storage: Storage, bset: BackupSet, trust: list[TrustedKey] | None = None) -> None:
+    """Read, check and (with ``trust``) authenticate a set's manifest; on failure ``bset.error`` says why."""
+    raw = storage.get_bytes(f"{bset.prefix}/{MANIFEST}")
+    try:
+        manifest = json.loads(raw)
     except ValueError as exc:
         bset.error = f"manifest is not valid JSON: {exc}"
         return
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("objects"), list):
-        bset.error = "manifest has no object list"
-        return
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        bset.error = f"manifest format_version {version!r} is newer than this collection reads ({FORMAT_VERSION})"
-        return
-    bset.manifest = manifest
+    bset.error = _manifest_problem(manifest, raw, storage, bset, trust)
+    if bset.error is None:
+        bset.manifest = manifest
 
 
-def list_sets(storage: Storage, kind: str | None = None, source: str | None = None) -> list[BackupSet]:
+def list_sets(
+    storage: Storage, kind: str | None = None, source: str | None = None, trust: list[TrustedKey] | None = None
+) -> list[BackupSet]:
     """Every backup set, complete or not, sorted by kind, source and id (oldest first).
 
     Incomplete sets (no manifest, or one that cannot be read: see ``error``)
     are listed so retention can clean them up, but are never ``complete``.
+    With ``trust`` (trusted signer keys), a set whose manifest signature they
+    do not verify is not complete either: this is the one place signatures are checked.
     """
     prefix = ""
     if kind:
@@ -267,7 +331,7 @@ def list_sets(storage: Storage, kind: str | None = None, source: str | None = No
             manifests.add(ident)
     # Manifests are small and many (one GET each): read them a few at a time.
     with ThreadPoolExecutor(MANIFEST_READERS) as pool:
-        list(pool.map(lambda ident: _read_manifest(storage, sets[ident]), manifests))
+        list(pool.map(lambda ident: _read_manifest(storage, sets[ident], trust), manifests))
     return [sets[k] for k in sorted(sets)]
 
 
@@ -279,26 +343,47 @@ def _only_source(sets: list[BackupSet], kind: str) -> str:
 
 
 def latest(
-    storage: Storage, kind: str, source: str | None = None, before: datetime.datetime | None = None
+    storage: Storage,
+    kind: str,
+    source: str | None = None,
+    before: datetime.datetime | None = None,
+    trust: list[TrustedKey] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> BackupSet:
-    """The newest complete set of a kind (and source), optionally taken at or before ``before``."""
-    sets = [s for s in list_sets(storage, kind, source) if s.complete]
+    """The newest complete set of a kind (and source), optionally taken at or before ``before``.
+
+    When newer sets are broken (see :attr:`BackupSet.broken`), the older set
+    is returned and ``warn`` is told which ones were passed over and why.
+    """
+    listed = list_sets(storage, kind, source, trust)
+    sets = [s for s in listed if s.complete]
     if sets and source is None:
         source = _only_source(sets, kind)
         sets = [s for s in sets if s.source == source]
+    broken = [s for s in listed if s.broken and (source is None or s.source == source)]
     if before is not None:
         sets = [s for s in sets if s.time <= before]
+        broken = [s for s in broken if s.time <= before]
     if not sets:
         where = f" for source {source}" if source else ""
         when = f" at or before {iso(before)}" if before else ""
-        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}")
-    return max(sets, key=lambda s: (s.time, s.backup_id))
+        why = f" ({len(broken)} broken, the newest {broken[-1].prefix}: {broken[-1].error})" if broken else ""
+        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}{why}")
+    chosen = max(sets, key=lambda s: (s.time, s.backup_id))
+    started = (backup_id_time(chosen.backup_id), chosen.backup_id)
+    passed_over = [s for s in broken if (backup_id_time(s.backup_id), s.backup_id) > started]
+    if passed_over and warn is not None:
+        reasons = "; ".join(f"{s.prefix}: {s.error}" for s in passed_over)
+        warn(f"restoring {chosen.prefix}, not the {len(passed_over)} newer broken set(s): {reasons}")
+    return chosen
 
 
-def get_set(storage: Storage, kind: str, backup_id: str, source: str | None = None) -> BackupSet:
-    """The complete set with this id; the source is found when not given."""
+def get_set(
+    storage: Storage, kind: str, backup_id: str, source: str | None = None, trust: list[TrustedKey] | None = None
+) -> BackupSet:
+    """The complete (and, with ``trust``, verified) set with this id; the source is found when not given."""
     backup_id_time(backup_id)
-    matches = [s for s in list_sets(storage, kind, source) if s.backup_id == backup_id]
+    matches = [s for s in list_sets(storage, kind, source, trust) if s.backup_id == backup_id]
     if not matches:
         raise NotFoundError(f"no {kind} backup {backup_id} in {storage.url}")
     if len(matches) > 1:
@@ -317,11 +402,13 @@ def find_set(
     backup_id: str | None = None,
     source: str | None = None,
     before: datetime.datetime | None = None,
+    trust: list[TrustedKey] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> BackupSet:
-    """The set a restore asked for: by id, else the latest (before a time)."""
+    """The set a restore asked for: by id, else the latest (before a time); see :func:`latest` for ``warn``."""
     if backup_id:
-        return get_set(storage, kind, backup_id, source)
-    return latest(storage, kind, source, before)
+        return get_set(storage, kind, backup_id, source, trust)
+    return latest(storage, kind, source, before, trust, warn)
 
 
 class LocalCopy:

@@ -87,6 +87,8 @@ WRITE_SPEC: dict = dict(
     s3_object_lock_mode=dict(type="str", choices=["GOVERNANCE", "COMPLIANCE"]),
     s3_object_lock_days=dict(type="int"),
     allow_unencrypted=dict(type="bool", default=True),
+    signing_key=dict(type="str", no_log=True, fallback=(env_fallback, ["CAAS_SIGNING_KEY"])),
+    signing_key_file=dict(type="path", fallback=(env_fallback, ["CAAS_SIGNING_KEY_FILE"])),
 )
 
 # Options of modules that read a backup set back.
@@ -94,6 +96,8 @@ READ_SPEC: dict = dict(
     encryption_identity=dict(type="str", no_log=True, fallback=(env_fallback, ["CAAS_AGE_IDENTITY"])),
     encryption_identity_file=dict(type="path", fallback=(env_fallback, ["CAAS_AGE_IDENTITY_FILE"])),
     source_name=dict(type="str"),
+    trusted_signers=dict(type="list", elements="str", default=[], fallback=(env_fallback, ["CAAS_TRUSTED_SIGNERS"])),
+    trusted_signers_file=dict(type="path", fallback=(env_fallback, ["CAAS_TRUSTED_SIGNERS_FILE"])),
 )
 
 
@@ -208,22 +212,88 @@ class BackupModule(AnsibleModule):
             compression=p["compression"],
             level=p.get("compression_level"),
             recipients=tuple(p["encryption_recipients"] or ()),
+            signer=self.signing_key(),
         )
 
+    def _signing_library(self) -> None:
+        try:
+            __import__("cryptography")
+        except ImportError:
+            self.fail_json(msg=missing_required_lib("cryptography"), exception=traceback.format_exc())
+
+    def _read_text(self, option: str) -> str:
+        path = self.params[option]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read {option} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def signing_key(self):
+        """The Ed25519 key (``signing_key`` or ``signing_key_file``) that signs new manifests, or None."""
+        p = self.params
+        if not (p.get("signing_key") or p.get("signing_key_file")):
+            return None
+        if p.get("signing_key") and p.get("signing_key_file"):
+            raise ConfigurationError("give signing_key or signing_key_file, not both")
+        self._signing_library()
+        from ansible_collections.caas.backup.plugins.module_utils.signing import SigningKey
+
+        if p.get("signing_key"):
+            return SigningKey.from_openssh(p["signing_key"], "signing_key")
+        return SigningKey.from_openssh(self._read_text("signing_key_file"), f"signing_key_file {p['signing_key_file']}")
+
+    def trusted_signers(self) -> list | None:
+        """The public keys manifests must be signed by (``trusted_signers`` and ``trusted_signers_file``).
+
+        None when neither is given; a module that reads sets then warns, once, that signatures are not checked.
+        """
+        p = self.params
+        if "trusted_signers" not in p:  # a module without the read options (prune, info)
+            return None
+        if not (p["trusted_signers"] or p["trusted_signers_file"]):
+            if not getattr(self, "_warned_unsigned", False):
+                self._warned_unsigned = True
+                self.warn(
+                    "backup manifest signatures are not checked: give trusted_signers or trusted_signers_file "
+                    "to refuse sets not signed by the backup side"
+                )
+            return None
+        self._signing_library()
+        from ansible_collections.caas.backup.plugins.module_utils.signing import parse_trusted
+
+        keys = []
+        for number, entry in enumerate(p["trusted_signers"] or (), start=1):
+            keys.extend(parse_trusted(entry.splitlines(), f"trusted_signers entry {number}"))
+        if p["trusted_signers_file"]:
+            lines = self._read_text("trusted_signers_file").splitlines()
+            keys.extend(parse_trusted(lines, f"trusted_signers_file {p['trusted_signers_file']}"))
+        if not keys:
+            raise ConfigurationError("trusted_signers and trusted_signers_file hold no ssh-ed25519 public key")
+        return keys
+
     def find_set(self, storage, kind: str):
-        """The set a restore module was asked for: ``backup_id``, else the latest (``before`` a time)."""
+        """The set a restore module was asked for: ``backup_id``, else the latest (``before`` a time).
+
+        With trusted signers, only a set whose manifest they signed is returned; passing over a newer
+        broken set is a module warning.
+        """
         from ansible_collections.caas.backup.plugins.module_utils.catalog import find_set, parse_time
 
         p = self.params
         before = parse_time(p["before"]) if p["before"] else None
-        return find_set(storage, kind, p["backup_id"], p["source_name"], before)
+        return find_set(storage, kind, p["backup_id"], p["source_name"], before, self.trusted_signers(), self.warn)
 
     def selected_sets(self, storage) -> list:
-        """The catalog's sets of the ``kinds`` and ``source_name`` asked for (all when empty)."""
+        """The catalog's sets of the ``kinds`` and ``source_name`` asked for (all when empty).
+
+        Checked against the trusted signers when the module has them (see :meth:`trusted_signers`).
+        """
         from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
 
         kinds, source = self.params["kinds"], self.params["source_name"]
-        return [s for s in list_sets(storage) if (not kinds or s.kind in kinds) and (not source or s.source == source)]
+        sets = list_sets(storage, trust=self.trusted_signers())
+        return [s for s in sets if (not kinds or s.kind in kinds) and (not source or s.source == source)]
 
     def identities(self) -> list[str]:
         """The age identities (secret keys) given to decrypt backups."""

@@ -19,7 +19,7 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     ConfigurationError,
@@ -38,6 +38,9 @@ try:
 except ImportError:  # checked by BackupModule
     pyrage = None
 
+if TYPE_CHECKING:
+    from ansible_collections.caas.backup.plugins.module_utils.signing import SigningKey
+
 CHUNK = 1024 * 1024
 COMPRESSIONS = ("zstd", "gzip", "none")
 SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
@@ -50,6 +53,8 @@ class WriteOptions:
     compression: str = "zstd"
     level: int | None = None
     recipients: tuple[str, ...] = field(default_factory=tuple)
+    # Signs the set's manifest (manifest.json.sig); objects themselves are covered by the manifest's sha256s.
+    signer: SigningKey | None = field(default=None, repr=False)
 
     def suffix(self) -> str:
         """File name suffix that tells stock tools how to open the object."""
@@ -322,11 +327,19 @@ class ObjectWriter:
 
 
 class _AgeReader(io.RawIOBase):
-    """Decrypts ``upstream`` (age v1) as it is read."""
+    """Decrypts ``upstream`` (age v1) as it is read.
 
-    def __init__(self, upstream, identities: list, name: str) -> None:
+    ``recipients`` are the fingerprints the manifest says the object was
+    encrypted to: when one of ``identities`` is among them and still no
+    stanza opens, the header was damaged, not the key wrong.
+    """
+
+    def __init__(self, upstream, identities: list, name: str, recipients: list[str]) -> None:
         super().__init__()
         self._name = name
+        self._holds_recipient = bool(
+            {recipient_fingerprint(str(i.to_public())) for i in identities} & set(recipients or ())
+        )
         self._pipe = _Pipe()
         self._worker = _Worker(self._decrypt, upstream, identities)
 
@@ -337,6 +350,15 @@ class _AgeReader(io.RawIOBase):
             with contextlib.suppress(BrokenPipeError):
                 self._pipe.put(None)
 
+    def _error(self, error: BaseException) -> Exception:
+        """The error to raise for pyrage's ``error``: a wrong key, a damaged header, or damaged data."""
+        if type(error).__name__ != "DecryptError":  # past the header: a payload chunk failed its tag
+            return IntegrityError(f"{self._name} is corrupted or truncated (age decryption failed: {error})")
+        if "No matching keys" in str(error) and not self._holds_recipient:
+            return EncryptionError(f"none of the given identities can decrypt {self._name}: {error}")
+        # A bad MAC or syntax, or a stanza that the right identity cannot open: the header was altered.
+        return IntegrityError(f"age header of {self._name} is corrupted ({error})")
+
     def readable(self) -> bool:
         return True
 
@@ -344,11 +366,8 @@ class _AgeReader(io.RawIOBase):
         n = self._pipe.readinto(buffer)
         if n == 0:
             self._worker.join()
-            error = self._worker.error
-            if error is not None:
-                if type(error).__name__ == "DecryptError":
-                    raise EncryptionError(f"none of the given identities can decrypt {self._name}: {error}")
-                raise IntegrityError(f"{self._name} is corrupted or truncated (age decryption failed: {error})")
+            if self._worker.error is not None:
+                raise self._error(self._worker.error)
         return n
 
     def close(self) -> None:
@@ -372,7 +391,8 @@ class ObjectReader(io.RawIOBase):
         if record.get("encryption"):
             if not identities:
                 raise EncryptionError(f"{name} is encrypted: give encryption_identity or encryption_identity_file")
-            source = io.BufferedReader(_AgeReader(source, parse_identities(identities), name), CHUNK)
+            recipients = record["encryption"].get("recipients") or []
+            source = io.BufferedReader(_AgeReader(source, parse_identities(identities), name, recipients), CHUNK)
             self._layers.append(source)
         compression = record.get("compression", "none")
         if compression == "zstd":

@@ -204,7 +204,11 @@ def verify_set(
     scratch_dir: str | None = None,
     options: dict | None = None,
 ) -> dict:
-    """Check one set at ``level``; returns a report with ``ok`` and one entry per check (never raises for bad data)."""
+    """Check one set at ``level``; returns a report with ``ok`` and one entry per check (never raises for bad data).
+
+    A broken set (its manifest damaged, unsigned or wrongly signed: ``bset.error``)
+    fails with one ``manifest`` check carrying that error; nothing else of it is read.
+    """
     if level not in LEVELS:
         raise ConfigurationError(f"unknown verification level {level!r}: use {', '.join(LEVELS)}")
     checks: list[dict] = []
@@ -215,7 +219,12 @@ def verify_set(
         "level": level,
         "verified_at": iso(utcnow()),
         "checks": checks,
+        "signed_by": bset.signer.label if bset.signer else None,
     }
+    if bset.manifest is None:
+        checks.append({"check": "manifest", "ok": False, "error": bset.error or "the set has no manifest"})
+        report["ok"] = False
+        return report
     for record in bset.manifest.get("objects", ()):
         try:
             verify_object(storage, bset, record)

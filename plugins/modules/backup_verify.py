@@ -15,6 +15,8 @@ description:
     the number of files and bytes of a configuration archive.
   - By default the newest complete set of each kind and source is verified; the report is stored beside each set
     (C(verification.json)) for M(caas.backup.backup_info) and audits.
+  - Every set whose manifest is broken (damaged, or with O(trusted_signers) unsigned or not signed by one of them) is
+    a failure too, listed with its error, whatever O(all_sets) says.
   - The module fails when a verification fails, with the report of every set in its result.
 author: caas.backup developers (@caas-backup)
 options:
@@ -71,13 +73,16 @@ EXAMPLES = r"""
 
 RETURN = r"""
 reports:
-  description: One report per set, with C(ok) and its C(checks) (each with C(check), C(ok), facts or C(error)).
+  description:
+    - One report per set, with C(ok) and its C(checks) (each with C(check), C(ok), facts or C(error)).
+    - A broken set has one C(manifest) check with the error. C(signed_by) names the trusted key
+      (C(SHA256:... (comment))) that signed the manifest, or is null when signatures were not checked.
   returned: always
   type: list
   elements: dict
   sample:
     - {kind: config, source: app01, backup_id: 20260221T020000.412Z-3f9a, level: checksum, ok: true,
-       verified_at: "2026-03-01T04:00:00Z",
+       verified_at: "2026-03-01T04:00:00Z", signed_by: "SHA256:Xb3... (backup@caas)",
        checks: [{check: sha256 config.tar.zst.age, ok: true}, {check: checksum config.tar, ok: true, members: 12}]}
 verified:
   description: Number of sets that passed.
@@ -97,16 +102,21 @@ def run(module: BackupModule) -> dict:
 
     p = module.params
     storage = module.open_storage()
-    sets = [s for s in module.selected_sets(storage) if s.complete]
+    listed = module.selected_sets(storage)
+    # A broken set (its manifest damaged, unsigned or wrongly signed) is always a failure, never skipped.
+    broken = [s for s in listed if s.broken]
+    sets = [s for s in listed if s.complete]
     if p["backup_id"]:
-        sets = [s for s in sets if s.backup_id == p["backup_id"]]
+        sets = [s for s in sets + broken if s.backup_id == p["backup_id"]]
         if not sets:
             raise NotFoundError(f"no complete backup {p['backup_id']} in {storage.url}")
-    elif not p["all_sets"]:
-        newest = {}
-        for bset in sets:
-            newest[(bset.kind, bset.source)] = bset  # sets come oldest first
-        sets = list(newest.values())
+    else:
+        if not p["all_sets"]:
+            newest = {}
+            for bset in sets:
+                newest[(bset.kind, bset.source)] = bset  # sets come oldest first
+            sets = list(newest.values())
+        sets = sorted(sets + broken, key=lambda s: (s.kind, s.source, s.backup_id))
     if not sets:
         raise NotFoundError(f"no complete backup set to verify in {storage.url}")
     if module.check_mode:

@@ -144,7 +144,7 @@ def run(module: BackupModule) -> dict:
     started = time.monotonic()
     storage = module.open_storage()
     target = pitr.parse_target(p["target_time"])
-    plan = pitr.plan_restore(storage, p["source_name"], target)
+    plan = pitr.plan_restore(storage, p["source_name"], target, module.trusted_signers())
     result = pitr.restore_to(
         storage,
         lambda: connect(p),

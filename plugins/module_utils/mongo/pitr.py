@@ -150,16 +150,16 @@ class Position:
     after: str  # "slice <id>" or "full backup <id>"
 
 
-def _fulls(storage, source: str) -> list:
+def _fulls(storage, source: str, trust: list | None = None) -> list:
     return sorted(
-        (s for s in list_sets(storage, "mongo-full", source) if s.complete and s.facts.get("last_ts")),
+        (s for s in list_sets(storage, "mongo-full", source, trust) if s.complete and s.facts.get("last_ts")),
         key=lambda s: ts_from_fact(s.facts["last_ts"]),
     )
 
 
-def _slices(storage, source: str) -> list:
+def _slices(storage, source: str, trust: list | None = None) -> list:
     return sorted(
-        (s for s in list_sets(storage, "mongo-oplog", source) if s.complete and s.facts.get("last_ts")),
+        (s for s in list_sets(storage, "mongo-oplog", source, trust) if s.complete and s.facts.get("last_ts")),
         key=lambda s: (ts_from_fact(s.facts["last_ts"]), s.backup_id),
     )
 
@@ -376,21 +376,24 @@ class PitrPlan:
         }
 
 
-def _only_source(storage) -> str:
-    sources = sorted({s.source for s in list_sets(storage, "mongo-oplog") if s.complete})
+def _only_source(storage, trust: list | None = None) -> str:
+    sources = sorted({s.source for s in list_sets(storage, "mongo-oplog", trust=trust) if s.complete})
     if len(sources) != 1:
         found = ", ".join(sources) or "none"
         raise ConfigurationError(f"set source_name: the sources with oplog slices in {storage.url} are {found}")
     return sources[0]
 
 
-def plan_restore(storage, source: str | None, target: Timestamp) -> PitrPlan:
-    """Pick the base full backup and the slices reaching ``target`` (exclusive), or say why not."""
-    source = source or _only_source(storage)
-    fulls = _fulls(storage, source)
+def plan_restore(storage, source: str | None, target: Timestamp, trust: list | None = None) -> PitrPlan:
+    """Pick the base full backup and the slices reaching ``target`` (exclusive), or say why not.
+
+    With ``trust`` (trusted signer keys), only sets whose manifests they signed count.
+    """
+    source = source or _only_source(storage, trust)
+    fulls = _fulls(storage, source, trust)
     if not fulls:
         raise NotFoundError(f"no mongo-full backup of {source} with a consistent point in {storage.url}")
-    all_chains = chains(fulls, _slices(storage, source))
+    all_chains = chains(fulls, _slices(storage, source, trust))
     win = window(all_chains)
     earliest, latest = ts_from_fact(win["earliest"]), ts_from_fact(win["latest"])
     if target <= earliest or target > ts_next(latest):

@@ -5,9 +5,11 @@ import json
 import re
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     MANIFEST,
+    SIGNATURE,
     SetWriter,
     backup_id_time,
     fetch_object,
@@ -15,6 +17,7 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     get_set,
     latest,
     list_sets,
+    manifest_digest,
     new_backup_id,
     parse_time,
 )
@@ -22,7 +25,9 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     ConfigurationError,
     IntegrityError,
     NotFoundError,
+    StorageError,
 )
+from ansible_collections.caas.backup.plugins.module_utils.signing import SigningKey, parse_trusted
 from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage, open_storage
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
@@ -33,8 +38,8 @@ def at(day, hour=2):
     return datetime.datetime(2026, 2, day, hour, 0, 0, tzinfo=UTC)
 
 
-def make_set(storage, when, source="app", kind="config", payload=b"payload", tags=(), commit=True):
-    writer = SetWriter(storage, kind, source, WriteOptions("zstd"), tags, now=when)
+def make_set(storage, when, source="app", kind="config", payload=b"payload", tags=(), commit=True, signer=None):
+    writer = SetWriter(storage, kind, source, WriteOptions("zstd", signer=signer), tags, now=when)
     with writer.object("data.bin") as out:
         out.write(payload)
     if commit:
@@ -90,7 +95,8 @@ def test_parse_time_rejects_garbage():
 def test_manifest_is_written_last_and_describes_the_set(storage):
     writer = make_set(storage, at(1), tags=["keep"])
     manifest = json.loads(storage.get_bytes(f"{writer.prefix}/{MANIFEST}"))
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
+    assert manifest["manifest_sha256"] == manifest_digest(manifest)
     assert manifest["kind"] == "config" and manifest["source"] == "app"
     assert manifest["tags"] == ["keep"]
     assert manifest["facts"] == {"answer": 42}
@@ -227,3 +233,128 @@ def test_set_writer_result_names_the_set(storage):
         "location": f"{storage.url}/{writer.prefix}",
         "stored_bytes": 5,
     }
+
+
+BACKUP_KEY = SigningKey(Ed25519PrivateKey.generate())
+TRUST = parse_trusted([BACKUP_KEY.public_line("backup@caas")], "trusted_signers")
+
+
+def flip(storage, key, old, new):
+    """Rewrite one stored object with ``old`` replaced by ``new`` (still valid JSON)."""
+    data = storage.get_bytes(key)
+    assert data.count(old) == 1
+    storage.put_bytes(key, data.replace(old, new))
+
+
+def test_a_manifest_that_stays_valid_json_but_changed_is_not_complete(storage):
+    writer = make_set(storage, at(1))
+    flip(storage, f"{writer.prefix}/{MANIFEST}", b'"answer": 42', b'"answer": 43')
+    [bset] = list_sets(storage, "config")
+    assert not bset.complete and bset.broken
+    assert bset.error == "manifest does not match its manifest_sha256: damaged or altered"
+    with pytest.raises(NotFoundError, match=r"is incomplete \(manifest does not match its manifest_sha256"):
+        get_set(storage, "config", writer.backup_id)
+
+
+def test_a_format_2_manifest_without_its_digest_is_not_complete(storage):
+    writer = make_set(storage, at(1))
+    flip(storage, f"{writer.prefix}/{MANIFEST}", b'"manifest_sha256"', b'"manifest_sha257"')
+    [bset] = list_sets(storage, "config")
+    assert bset.error == "manifest (format_version 2) has no manifest_sha256: damaged or altered"
+
+
+def test_format_1_manifests_without_a_digest_still_read(storage):
+    writer = make_set(storage, at(1))
+    key = f"{writer.prefix}/{MANIFEST}"
+    manifest = json.loads(storage.get_bytes(key))
+    del manifest["manifest_sha256"]
+    manifest["format_version"] = 1
+    storage.put_bytes(key, json.dumps(manifest, indent=1).encode())
+    [bset] = list_sets(storage, "config")
+    assert bset.complete and bset.error is None and bset.facts == {"answer": 42}
+
+
+class RecordingStorage(LocalStorage):
+    """A real local storage that remembers the order of its writes, and can refuse one key."""
+
+    def __init__(self, root, refuse=None):
+        super().__init__(root)
+        self.puts, self.refuse = [], refuse
+
+    def put_bytes(self, key, data):
+        if self.refuse and key.endswith(self.refuse):
+            raise StorageError(f"write of {key} refused")
+        self.puts.append(key.rsplit("/", 1)[-1])
+        return super().put_bytes(key, data)
+
+
+def test_signature_is_written_before_the_manifest_and_verifies(tmp_path):
+    storage = RecordingStorage(str(tmp_path / "store"))
+    make_set(storage, at(1), signer=BACKUP_KEY)
+    assert storage.puts == [SIGNATURE, MANIFEST]
+    [bset] = list_sets(storage, "config", trust=TRUST)
+    assert bset.complete and bset.signer.label == f"{BACKUP_KEY.fingerprint} (backup@caas)"
+    assert bset.summary()["signed_by"] == bset.signer.label
+    [unchecked] = list_sets(storage, "config")
+    assert unchecked.complete and unchecked.signer is None
+
+
+def test_a_failed_manifest_write_leaves_no_signature_behind(tmp_path):
+    storage = RecordingStorage(str(tmp_path / "store"), refuse=MANIFEST)
+    with pytest.raises(StorageError), SetWriter(storage, "config", "app", WriteOptions(signer=BACKUP_KEY)) as writer:
+        with writer.object("data.bin") as out:
+            out.write(b"x")
+        writer.commit({})
+    assert list(storage.list("")) == []
+
+
+@pytest.mark.parametrize(
+    "signer,message",
+    [
+        (None, "manifest is not signed (no manifest.json.sig) and trusted_signers are given"),
+        (SigningKey(Ed25519PrivateKey.generate()), "manifest signature is not valid: it is made by SHA256:"),
+    ],
+)
+def test_with_trusted_signers_unsigned_or_foreign_sets_are_not_complete(storage, signer, message):
+    writer = make_set(storage, at(1), signer=signer)
+    [bset] = list_sets(storage, "config", trust=TRUST)
+    assert not bset.complete and bset.error.startswith(message)
+    with pytest.raises(NotFoundError, match=re.escape(f"backup {writer.prefix} is incomplete ({message}")):
+        find_set(storage, "config", writer.backup_id, trust=TRUST)
+
+
+def test_a_resigned_manifest_changed_after_signing_is_refused(storage):
+    """The digest is recomputed by the forger, so only the signature catches it."""
+    writer = make_set(storage, at(1), signer=BACKUP_KEY)
+    key = f"{writer.prefix}/{MANIFEST}"
+    manifest = json.loads(storage.get_bytes(key))
+    manifest["facts"] = {"answer": 43}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    storage.put_bytes(key, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    assert list_sets(storage, "config")[0].complete
+    [bset] = list_sets(storage, "config", trust=TRUST)
+    assert bset.error == (
+        f"manifest signature is not valid: it does not match the signed data (key {TRUST[0].label}): tampered"
+    )
+
+
+def test_latest_falls_back_past_broken_sets_and_says_so(storage):
+    good = make_set(storage, at(1))
+    bad = make_set(storage, at(2))
+    flip(storage, f"{bad.prefix}/{MANIFEST}", b'"answer": 42', b'"answer": 40')
+    make_set(storage, at(3), commit=False)  # in progress, not broken: no warning for it
+    warnings = []
+    assert latest(storage, "config", warn=warnings.append).backup_id == good.backup_id
+    assert warnings == [
+        f"restoring {good.prefix}, not the 1 newer broken set(s): {bad.prefix}: "
+        "manifest does not match its manifest_sha256: damaged or altered"
+    ]
+    warnings.clear()
+    assert find_set(storage, "config", before=at(1, 12), warn=warnings.append).backup_id == good.backup_id
+    assert warnings == []
+
+
+def test_no_complete_set_says_why_the_broken_ones_are_not(storage):
+    bad = make_set(storage, at(2), signer=SigningKey(Ed25519PrivateKey.generate()))
+    with pytest.raises(NotFoundError, match=re.escape(f"(1 broken, the newest {bad.prefix}: manifest signature")):
+        latest(storage, "config", trust=TRUST)

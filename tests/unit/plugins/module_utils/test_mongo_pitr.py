@@ -5,12 +5,14 @@ import io
 import bson
 import pytest
 from bson import Timestamp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter
 from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError
 from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
 from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import ts_fact
 from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import apply_entries
+from ansible_collections.caas.backup.plugins.module_utils.signing import SigningKey, parse_trusted
 from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
@@ -37,8 +39,8 @@ def entry(t, i=1, **more):
     return {"ts": Timestamp(t, i), "op": "n", "ns": "", "o": {}, **more}
 
 
-def add(storage, kind, facts, docs=()):
-    writer = SetWriter(storage, kind, "rs0", WriteOptions("none"))
+def add(storage, kind, facts, docs=(), signer=None):
+    writer = SetWriter(storage, kind, "rs0", WriteOptions("none", signer=signer))
     with writer.object("dump.archive" if kind == "mongo-full" else pitr.STEM) as out:
         for doc in docs:
             out.write(bson.encode(doc))
@@ -70,6 +72,20 @@ def test_plan_picks_the_newest_base_before_the_target_and_the_slices_up_to_it(st
     for outside in (Timestamp(100, 1), Timestamp(50, 0), Timestamp(300, 3)):
         with pytest.raises(ConfigurationError, match=r"restorable window of rs0 is \[1970-01-01T00:01:40Z"):
             pitr.plan_restore(storage, "rs0", outside)
+
+
+def test_with_trusted_signers_only_signed_sets_are_planned(storage):
+    """A forged slice (unsigned) extending the window is not used once trusted signers are given."""
+    key = SigningKey(Ed25519PrivateKey.generate())
+    trust = parse_trusted([key.public_line()], "trusted_signers")
+    base = add(storage, "mongo-full", {"last_ts": ts_fact(Timestamp(100, 1))}, signer=key)
+    signed = add(storage, "mongo-oplog", slice_facts(Timestamp(100, 1), Timestamp(150, 1)), signer=key)
+    forged = add(storage, "mongo-oplog", slice_facts(Timestamp(150, 1), Timestamp(250, 1)))
+    assert [s.backup_id for s in pitr.plan_restore(storage, None, Timestamp(200, 0)).slices] == [signed, forged]
+    plan = pitr.plan_restore(storage, None, Timestamp(120, 0), trust)
+    assert plan.chain.base.backup_id == base and [s.backup_id for s in plan.slices] == [signed]
+    with pytest.raises(ConfigurationError, match="restorable window of rs0"):
+        pitr.plan_restore(storage, "rs0", Timestamp(200, 0), trust)
 
 
 def test_a_gap_in_the_chain_is_named(storage):

@@ -3,6 +3,7 @@
 import gzip
 import io
 import os
+import random
 import shutil
 import subprocess
 
@@ -90,6 +91,21 @@ def test_stock_age_encrypted_object_reads_back(tmp_path):
 
 def test_wrong_identity_is_a_clear_error():
     stored, record = write(DATA, WriteOptions("zstd", recipients=(RECIPIENT,)))
+    other = str(x25519.Identity.generate())
+    with pytest.raises(EncryptionError, match="none of the given identities can decrypt obj"):
+        read(stored, record, [other])
+
+
+def test_tampered_age_header_is_corruption_not_a_wrong_key():
+    """Every byte of the header flipped (one seeded bit each): corruption with the right key, wrong key without it."""
+    stored, record = write(b"abc" * 100, WriteOptions("none", recipients=(RECIPIENT,)))
+    header_end = stored.index(b"\n---") + stored[stored.index(b"\n---") + 1 :].index(b"\n") + 2
+    rng = random.Random(11)
+    for position in range(header_end):
+        damaged = bytearray(stored)
+        damaged[position] ^= 1 << rng.randrange(8)
+        with pytest.raises(IntegrityError, match=r"^age header of obj is corrupted \("):
+            read(bytes(damaged), record)
     other = str(x25519.Identity.generate())
     with pytest.raises(EncryptionError, match="none of the given identities can decrypt obj"):
         read(stored, record, [other])
