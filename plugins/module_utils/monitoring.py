@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 
-from ansible_collections.caas.backup.plugins.module_utils.catalog import BackupSet, iso, parse_time
-from ansible_collections.caas.backup.plugins.module_utils.retention import ts_time
+from ansible_collections.caas.backup.plugins.module_utils.catalog import BackupSet, iso, parse_time, set_order
+from ansible_collections.caas.backup.plugins.module_utils.retention import consistent_point, slice_span
 
 # Alert when the newest backup is older than this: the schedule's interval plus slack.
 DEFAULT_MAX_AGE_HOURS = {
@@ -36,16 +36,17 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
 
     From each full backup's consistent point, contiguous oplog slices (each
     starting at or before the previous one's end) reach further; the union of
-    those stretches is what a point-in-time restore can reach.
+    those stretches is what a point-in-time restore can reach. Full backups
+    older than the oldest stretch the slices extend are restore points of their
+    own, as retention keeps them (daily, weekly...) long after their slices are
+    gone: they open no window, and the spaces between them are no gap. A gap is
+    a hole after the window opened: slices that stopped connecting (not the
+    minutes between the last capture and a full backup taken since).
     """
-    points = sorted(ts_time(f.facts.get("last_ts"), f.time) for f in fulls if f.complete)
+    points = sorted(consistent_point(f) for f in fulls if f.complete)
     if not points:
         return {"earliest": None, "latest": None, "gaps": []}
-    chain = sorted(
-        (ts_time(s.facts.get("first_ts"), s.time), ts_time(s.facts.get("last_ts"), s.time))
-        for s in slices
-        if s.complete
-    )
+    chain = sorted(slice_span(s) for s in slices if s.complete)
 
     def reach(start: datetime.datetime) -> datetime.datetime:
         position = start
@@ -61,7 +62,12 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
             stretches[-1][1] = max(stretches[-1][1], end)
         else:
             stretches.append([start, end])
+    opened = next((n for n, (start, end) in enumerate(stretches) if end > start), len(stretches) - 1)
+    stretches = stretches[opened:]
     gaps = [{"from": iso(a[1]), "to": iso(b[0])} for a, b in zip(stretches, stretches[1:], strict=False)]
+    if len(stretches) > 1 and stretches[-1][0] == stretches[-1][1]:
+        # The newest full backup, taken after the last capture: the next slice continues over it.
+        gaps.pop()
     return {"earliest": iso(stretches[0][0]), "latest": iso(stretches[-1][1]), "gaps": gaps}
 
 
@@ -85,7 +91,7 @@ def summarize(
         groups.setdefault((bset.kind, bset.source), []).append(bset)
     latest, alerts = [], []
     for (kind, source), group in sorted(groups.items()):
-        complete = sorted((s for s in group if s.complete), key=lambda s: s.time)
+        complete = sorted((s for s in group if s.complete), key=set_order)
         incomplete = len(group) - len(complete)
         if not complete:
             alerts.append(
