@@ -244,5 +244,15 @@ def render_metrics(summary: dict, now: datetime.datetime) -> str:
         "Backup alerts raised, by severity.",
         [({"severity": sev}, sum(a["severity"] == sev for a in summary["alerts"])) for sev in ("critical", "warning")],
     )
+    metric(
+        "caas_backup_abandoned",
+        "gauge",
+        "Killed or abandoned attempts still in storage: incomplete sets, unfinished uploads, empty directories.",
+        [
+            ({"kind": kind, "what": what}, count)
+            for kind, counts in summary.get("abandoned", {}).items()
+            for what, count in counts.items()
+        ],
+    )
     metric("caas_backup_info_timestamp_seconds", "gauge", "When these metrics were computed.", [({}, now.timestamp())])
     return "\n".join(lines) + "\n"

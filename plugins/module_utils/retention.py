@@ -13,7 +13,14 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-from ansible_collections.caas.backup.plugins.module_utils.catalog import KINDS, BackupSet, iso, parse_time, set_order
+from ansible_collections.caas.backup.plugins.module_utils.catalog import (
+    KINDS,
+    BackupSet,
+    check_source,
+    iso,
+    parse_time,
+    set_order,
+)
 from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
 
 GFS_RULES = ("daily", "weekly", "monthly", "yearly")
@@ -142,6 +149,37 @@ def grace_period(hours: int) -> datetime.timedelta:
             f"incomplete_grace_hours must be a whole number from 0 to {MAX_GRACE_HOURS} (10 years), not {hours!r}"
         )
     return datetime.timedelta(hours=hours)
+
+
+def selection_prefixes(kinds: list[str] | tuple[str, ...], source: str | None) -> tuple[str, ...]:
+    """The storage prefixes a selection of ``kinds`` and ``source`` covers (``""``: everything)."""
+    if not kinds and not source:
+        return ("",)
+    tail = f"{check_source(source)}/" if source else ""
+    return tuple(f"{kind}/{tail}" for kind in (kinds or KINDS))
+
+
+def abandoned(
+    sets: list[BackupSet], leftover_keys: list[str], now: datetime.datetime, grace: datetime.timedelta
+) -> dict[str, dict[str, int]]:
+    """Killed or abandoned attempts per kind: incomplete sets older than ``grace``, unfinished uploads, empty dirs.
+
+    ``leftover_keys`` are those of :meth:`Storage.leftovers` (a directory's ends
+    with ``/``). These are what a prune removes, so the count a prune reports and
+    the one backup_info sees before it are the same.
+    """
+    counts: dict[str, dict[str, int]] = {}
+
+    def add(kind: str, what: str) -> None:
+        entry = counts.setdefault(kind, {"incomplete_sets": 0, "unfinished_uploads": 0, "empty_directories": 0})
+        entry[what] += 1
+
+    for bset in sets:
+        if not bset.complete and not bset.error and now - bset.time >= grace:
+            add(bset.kind, "incomplete_sets")
+    for key in leftover_keys:
+        add(key.split("/")[0], "empty_directories" if key.endswith("/") else "unfinished_uploads")
+    return dict(sorted(counts.items()))
 
 
 def _apply_rules(decisions: list[Decision], rules: dict[str, int], now: datetime.datetime) -> None:
