@@ -406,12 +406,25 @@ class S3Storage(Storage):
         for prefix in prefixes:
             full = (f"{self.prefix}/" if self.prefix else "") + prefix
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                found.extend(
-                    Leftover(upload["Key"][cut:], upload["Initiated"], upload["UploadId"])
-                    for upload in page.get("Uploads", ())
-                    if upload["Initiated"] < before
-                )
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] < before:
+                        since = self._last_activity(upload)
+                        if since < before:
+                            found.append(Leftover(upload["Key"][cut:], since, upload["UploadId"]))
         return found
+
+    def _last_activity(self, upload: dict) -> datetime.datetime:
+        """When an unfinished upload last moved: its newest part, else its start.
+
+        A long upload started before the grace period but still sending parts
+        is alive, and must not be aborted.
+        """
+        newest = upload["Initiated"]
+        paginator = self.client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]):
+            for part in page.get("Parts", ()):
+                newest = max(newest, part["LastModified"])
+        return newest
 
     @_s3_errors("abort an unfinished upload in")
     def remove_leftover(self, leftover: Leftover) -> None:
