@@ -41,7 +41,8 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
     own, as retention keeps them (daily, weekly...) long after their slices are
     gone: they open no window, and the spaces between them are no gap. A gap is
     a hole after the window opened: slices that stopped connecting (not the
-    minutes between the last capture and a full backup taken since).
+    minutes between the last capture and a full backup taken since), or slices
+    beyond the window that no full backup reaches.
     """
     points = sorted(consistent_point(f) for f in fulls if f.complete)
     if not points:
@@ -68,6 +69,10 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
     if len(stretches) > 1 and stretches[-1][0] == stretches[-1][1]:
         # The newest full backup, taken after the last capture: the next slice continues over it.
         gaps.pop()
+    newest = max((last for _first, last in chain), default=None)
+    if newest is not None and newest > stretches[-1][1]:
+        # Slices no full backup reaches (their base, or the slices joining it, are gone): not restorable.
+        gaps.append({"from": iso(stretches[-1][1]), "to": iso(newest)})
     return {"earliest": iso(stretches[0][0]), "latest": iso(stretches[-1][1]), "gaps": gaps}
 
 

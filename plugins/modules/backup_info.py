@@ -87,7 +87,8 @@ pitr:
   description:
     - Per MongoDB source, the point-in-time window (C(earliest) and C(latest) restore target) and the C(gaps) inside
       it. Full backups older than the window (kept by the daily/weekly... rules after their slices are gone) are
-      restore points of their own, not gaps; nor is the newest full backup taken after the last capture.
+      restore points of their own, not gaps; nor is the newest full backup taken after the last capture. Slices
+      that no full backup reaches are a gap.
   returned: always
   type: dict
 abandoned:

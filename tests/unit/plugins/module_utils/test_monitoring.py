@@ -164,3 +164,13 @@ def test_full_backups_without_any_slice_raise_no_gap():
         "latest": "2026-11-23T12:00:00Z",
         "gaps": [],
     }
+
+
+def test_slices_no_full_backup_reaches_are_a_gap():
+    """The slices joining the only full backup to the newer ones are gone: targets up to the newest slice cannot be
+    restored, and that is alerted."""
+    fulls = [bset(120, kind="mongo-full", facts={"last_ts": ts(120)})]
+    slices = [bset(h, kind="mongo-oplog", facts={"first_ts": ts(h + 1), "last_ts": ts(h)}) for h in range(72, 0, -1)]
+    alerts, summary = gap_alerts([*fulls, *slices], NOW)
+    assert summary["pitr"]["app"]["gaps"] == [{"from": "2026-11-19T12:00:00Z", "to": "2026-11-24T11:00:00Z"}]
+    assert [a["message"] for a in alerts] == ["point-in-time gap from 2026-11-19T12:00:00Z to 2026-11-24T11:00:00Z"]
