@@ -242,8 +242,9 @@ def window_needs(source: str, fulls: list[Decision], slices: list[Decision]) -> 
     The window runs from the first position of the oldest slice the oplog's own
     rules keep (tags aside) to the newest slice's end. Reaching a moment T needs
     the newest full backup whose consistent point is at or before T, and every
-    slice from that point on; a hole in the slices needs the full backup that
-    restarted the chain after it. Sets whose verification failed are not used.
+    slice from that point on; after a hole in the slices, the full backup whose
+    point lies in the first slice after it restarts the chain. Sets whose
+    verification failed are not used.
     Returns None when no slice is kept by a rule (no window).
     """
     chain = sorted((d for d in slices if d.usable), key=lambda d: (*slice_span(d.bset), d.bset.backup_id))
@@ -268,11 +269,12 @@ def window_needs(source: str, fulls: list[Decision], slices: list[Decision]) -> 
         if last <= reach:
             continue
         if first > reach:
-            restarts = [d for d in bases if reach < consistent_point(d.bset) <= first]
+            # A full backup restarts the chain on this slice when its point lies inside it (the earliest reaches most).
+            restarts = [d for d in bases if first <= consistent_point(d.bset) < last]
             if not restarts:
                 hole_from = reach if hole_from is None else hole_from
                 continue
-            restart = restarts[-1]
+            restart = restarts[0]
             needs.fulls.append(restart)
             needs.unreachable.append((reach if hole_from is None else hole_from, consistent_point(restart.bset)))
             hole_from = None

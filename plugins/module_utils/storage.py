@@ -194,8 +194,11 @@ class LocalStorage(Storage):
                     if name.startswith(".partial-"):
                         found.extend(self._leftover(path, before))
                 if directory != self.root and not files and all(os.path.join(directory, d) in empty for d in dirs):
-                    empty.add(directory)
-                    found.extend(self._leftover(directory, before))
+                    # A young empty directory may be a write just starting: it keeps its parents too.
+                    leftover = self._leftover(directory, before)
+                    if leftover:
+                        empty.add(directory)
+                        found.extend(leftover)
         return found
 
     def _leftover(self, path: str, before: datetime.datetime) -> list[Leftover]:
