@@ -306,7 +306,7 @@ def _read_manifest(storage: Storage, bset: BackupSet, trust: list[TrustedKey] | 
 def list_sets(
     storage: Storage, kind: str | None = None, source: str | None = None, trust: list[TrustedKey] | None = None
 ) -> list[BackupSet]:
-    """Every backup set, complete or not, sorted by kind, source and id (oldest first).
+    """Every backup set, complete or not, sorted by kind, source and :func:`set_order` (oldest first).
 
     Incomplete sets (no manifest, or one that cannot be read: see ``error``)
     are listed so retention can clean them up, but are never ``complete``.
@@ -332,7 +332,17 @@ def list_sets(
     # Manifests are small and many (one GET each): read them a few at a time.
     with ThreadPoolExecutor(MANIFEST_READERS) as pool:
         list(pool.map(lambda ident: _read_manifest(storage, sets[ident], trust), manifests))
-    return [sets[k] for k in sorted(sets)]
+    return sorted(sets.values(), key=lambda s: (s.kind, s.source, *set_order(s)))
+
+
+def set_order(bset: BackupSet) -> tuple[datetime.datetime, str]:
+    """The one ordering of sets (oldest first): their time, ties broken by backup id.
+
+    Listing, latest, retention, backup_info and every restore sort with this
+    key, so two sets finishing in the same second are told apart the same way
+    everywhere: the one a restore would pick is the one retention keeps.
+    """
+    return (bset.time, bset.backup_id)
 
 
 def _only_source(sets: list[BackupSet], kind: str) -> str:
@@ -369,7 +379,7 @@ def latest(
         when = f" at or before {iso(before)}" if before else ""
         why = f" ({len(broken)} broken, the newest {broken[-1].prefix}: {broken[-1].error})" if broken else ""
         raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}{why}")
-    chosen = max(sets, key=lambda s: (s.time, s.backup_id))
+    chosen = max(sets, key=set_order)
     started = (backup_id_time(chosen.backup_id), chosen.backup_id)
     passed_over = [s for s in broken if (backup_id_time(s.backup_id), s.backup_id) > started]
     if passed_over and warn is not None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 
-from ansible_collections.caas.backup.plugins.module_utils.catalog import BackupSet, iso, parse_time
-from ansible_collections.caas.backup.plugins.module_utils.retention import ts_time
+from ansible_collections.caas.backup.plugins.module_utils.catalog import BackupSet, iso, parse_time, set_order
+from ansible_collections.caas.backup.plugins.module_utils.retention import consistent_point, slice_span
 
 # Alert when the newest backup is older than this: the schedule's interval plus slack.
 DEFAULT_MAX_AGE_HOURS = {
@@ -36,16 +36,18 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
 
     From each full backup's consistent point, contiguous oplog slices (each
     starting at or before the previous one's end) reach further; the union of
-    those stretches is what a point-in-time restore can reach.
+    those stretches is what a point-in-time restore can reach. Full backups
+    older than the oldest stretch the slices extend are restore points of their
+    own, as retention keeps them (daily, weekly...) long after their slices are
+    gone: they open no window, and the spaces between them are no gap. A gap is
+    a hole after the window opened: slices that stopped connecting (not the
+    minutes between the last capture and a full backup taken since), or slices
+    beyond the window that no full backup reaches.
     """
-    points = sorted(ts_time(f.facts.get("last_ts"), f.time) for f in fulls if f.complete)
+    points = sorted(consistent_point(f) for f in fulls if f.complete)
     if not points:
         return {"earliest": None, "latest": None, "gaps": []}
-    chain = sorted(
-        (ts_time(s.facts.get("first_ts"), s.time), ts_time(s.facts.get("last_ts"), s.time))
-        for s in slices
-        if s.complete
-    )
+    chain = sorted(slice_span(s) for s in slices if s.complete)
 
     def reach(start: datetime.datetime) -> datetime.datetime:
         position = start
@@ -61,7 +63,16 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
             stretches[-1][1] = max(stretches[-1][1], end)
         else:
             stretches.append([start, end])
+    opened = next((n for n, (start, end) in enumerate(stretches) if end > start), len(stretches) - 1)
+    stretches = stretches[opened:]
     gaps = [{"from": iso(a[1]), "to": iso(b[0])} for a, b in zip(stretches, stretches[1:], strict=False)]
+    if len(stretches) > 1 and stretches[-1][0] == stretches[-1][1]:
+        # The newest full backup, taken after the last capture: the next slice continues over it.
+        gaps.pop()
+    newest = max((last for _first, last in chain), default=None)
+    if newest is not None and newest > stretches[-1][1]:
+        # Slices no full backup reaches (their base, or the slices joining it, are gone): not restorable.
+        gaps.append({"from": iso(stretches[-1][1]), "to": iso(newest)})
     return {"earliest": iso(stretches[0][0]), "latest": iso(stretches[-1][1]), "gaps": gaps}
 
 
@@ -85,7 +96,7 @@ def summarize(
         groups.setdefault((bset.kind, bset.source), []).append(bset)
     latest, alerts = [], []
     for (kind, source), group in sorted(groups.items()):
-        complete = sorted((s for s in group if s.complete), key=lambda s: s.time)
+        complete = sorted((s for s in group if s.complete), key=set_order)
         incomplete = len(group) - len(complete)
         if not complete:
             alerts.append(
@@ -237,6 +248,16 @@ def render_metrics(summary: dict, now: datetime.datetime) -> str:
         "gauge",
         "Backup alerts raised, by severity.",
         [({"severity": sev}, sum(a["severity"] == sev for a in summary["alerts"])) for sev in ("critical", "warning")],
+    )
+    metric(
+        "caas_backup_abandoned",
+        "gauge",
+        "Killed or abandoned attempts still in storage: incomplete sets, unfinished uploads, empty directories.",
+        [
+            ({"kind": kind, "what": what}, count)
+            for kind, counts in summary.get("abandoned", {}).items()
+            for what, count in counts.items()
+        ],
     )
     metric("caas_backup_info_timestamp_seconds", "gauge", "When these metrics were computed.", [({}, now.timestamp())])
     return "\n".join(lines) + "\n"

@@ -48,6 +48,19 @@ class ObjectInfo:
     locked_until: datetime.datetime | None = None
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """What a failed or killed write left: an unfinished multipart upload, a partial file, an empty directory.
+
+    ``key`` is relative to the storage root (a directory's ends with ``/``);
+    ``handle`` is what removing it takes (an upload id, a path).
+    """
+
+    key: str
+    since: datetime.datetime
+    handle: str
+
+
 class Storage:
     """The interface both storages implement; keys are ``/``-separated relative paths."""
 
@@ -73,9 +86,21 @@ class Storage:
         """Until when an object is protected from deletion (S3 Object Lock), if it is."""
         return None
 
-    def clean_partial(self, before: datetime.datetime, dry_run: bool) -> list[str]:
-        """Remove what failed or killed writes left behind before ``before``; returns what was (or would be) removed."""
+    def leftovers(self, before: datetime.datetime, prefixes: tuple[str, ...] = ("",)) -> list[Leftover]:
+        """What failed or killed writes below ``prefixes`` left behind, untouched since before ``before``."""
         raise NotImplementedError
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        """Remove one leftover (abort the unfinished upload, delete the partial file or empty directory)."""
+        raise NotImplementedError
+
+    def clean_partial(self, before: datetime.datetime, dry_run: bool, prefixes: tuple[str, ...] = ("",)) -> list[str]:
+        """Remove the :meth:`leftovers` below ``prefixes``; returns their keys, removed (or, dry run, not)."""
+        found = self.leftovers(before, prefixes)
+        if not dry_run:
+            for leftover in found:
+                self.remove_leftover(leftover)
+        return sorted(leftover.key for leftover in found)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object in one go."""
@@ -157,17 +182,58 @@ class LocalStorage(Storage):
                         key, st.st_size, datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
                     )
 
-    def clean_partial(self, before: datetime.datetime, dry_run: bool) -> list[str]:
+    def leftovers(self, before: datetime.datetime, prefixes: tuple[str, ...] = ("",)) -> list[Leftover]:
         found = []
-        for directory, _dirs, files in os.walk(self.root):
-            for name in files:
-                path = os.path.join(directory, name)
-                if name.startswith(".partial-") and os.stat(path).st_mtime < before.timestamp():
-                    found.append(os.path.relpath(path, self.root))
-                    if not dry_run:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(path)
-        return sorted(found)
+        for prefix in prefixes:
+            start = os.path.join(self.root, *[p for p in prefix.split("/") if p])
+            # Bottom-up, so a directory holding only empty directories is itself empty.
+            empty: set[str] = set()
+            for directory, dirs, files in os.walk(start, topdown=False):
+                for name in files:
+                    path = os.path.join(directory, name)
+                    if name.startswith(".partial-"):
+                        found.extend(self._leftover(path, before))
+                if directory != self.root and not files and all(os.path.join(directory, d) in empty for d in dirs):
+                    # A young empty directory may be a write just starting: it keeps its parents too.
+                    leftover = self._leftover(directory, before)
+                    if leftover:
+                        empty.add(directory)
+                        found.extend(leftover)
+        return found
+
+    def _leftover(self, path: str, before: datetime.datetime) -> list[Leftover]:
+        try:
+            since = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc)
+        except FileNotFoundError:  # finished or removed meanwhile
+            return []
+        if since >= before:
+            return []
+        key = os.path.relpath(path, self.root).replace(os.sep, "/") + ("/" if os.path.isdir(path) else "")
+        return [Leftover(key, since, path)]
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        try:
+            if leftover.key.endswith("/"):
+                os.rmdir(leftover.handle)
+            else:
+                os.unlink(leftover.handle)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if leftover.key.endswith("/"):
+                return  # no longer empty: a writer came back
+            raise StorageError(f"cannot remove {leftover.key} in {self.url}: {exc.strerror}") from None
+        self._remove_empty_parents(leftover.handle)
+
+    def _remove_empty_parents(self, path: str) -> None:
+        """Remove the directories a removal emptied, up to the root."""
+        directory = os.path.dirname(path)
+        while directory != self.root:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
 
     def delete(self, keys: list[str]) -> dict[str, str]:
         failed = {}
@@ -180,14 +246,7 @@ class LocalStorage(Storage):
             except OSError as exc:
                 failed[key] = exc.strerror or str(exc)
                 continue
-            # Remove directories emptied by the delete, up to the root.
-            directory = os.path.dirname(path)
-            while directory != self.root:
-                try:
-                    os.rmdir(directory)
-                except OSError:
-                    break
-                directory = os.path.dirname(directory)
+            self._remove_empty_parents(path)
         return failed
 
 
@@ -342,20 +401,37 @@ class S3Storage(Storage):
         until = head.get("ObjectLockRetainUntilDate")
         return until if until and until > datetime.datetime.now(datetime.timezone.utc) else None
 
-    @_s3_errors("clean unfinished uploads in")
-    def clean_partial(self, before: datetime.datetime, dry_run: bool) -> list[str]:
+    @_s3_errors("list unfinished uploads in")
+    def leftovers(self, before: datetime.datetime, prefixes: tuple[str, ...] = ("",)) -> list[Leftover]:
         found = []
         cut = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
-            for upload in page.get("Uploads", ()):
-                if upload["Initiated"] < before:
-                    found.append(upload["Key"][cut:])
-                    if not dry_run:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-        return sorted(found)
+        for prefix in prefixes:
+            full = (f"{self.prefix}/" if self.prefix else "") + prefix
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] < before:
+                        since = self._last_activity(upload)
+                        if since < before:
+                            found.append(Leftover(upload["Key"][cut:], since, upload["UploadId"]))
+        return found
+
+    def _last_activity(self, upload: dict) -> datetime.datetime:
+        """When an unfinished upload last moved: its newest part, else its start.
+
+        A long upload started before the grace period but still sending parts
+        is alive, and must not be aborted.
+        """
+        newest = upload["Initiated"]
+        paginator = self.client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]):
+            for part in page.get("Parts", ()):
+                newest = max(newest, part["LastModified"])
+        return newest
+
+    @_s3_errors("abort an unfinished upload in")
+    def remove_leftover(self, leftover: Leftover) -> None:
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(leftover.key), UploadId=leftover.handle)
 
     @_s3_errors("delete from")
     def delete(self, keys: list[str]) -> dict[str, str]:

@@ -37,6 +37,13 @@ options:
       - Also return every set (complete or not).
     type: bool
     default: false
+  incomplete_grace_hours:
+    description:
+      - Incomplete sets and unfinished uploads older than this count as killed or abandoned attempts in
+        RV(abandoned) (younger ones may still be being written); the same meaning as in
+        M(caas.backup.s3_backup_prune), so the counts are what its next run cleans. From V(0) to V(87600).
+    type: int
+    default: 24
   metrics_path:
     description:
       - Write Prometheus text-format metrics to this file (atomically, mode 0644), e.g. for node_exporter's
@@ -77,9 +84,21 @@ latest:
     - {kind: config, source: app01, backup_id: 20260221T020000.412Z-3f9a, time: "2026-02-21T02:00:09Z",
        age_seconds: 3600, size: 48213, duration_seconds: 9.0, count: 31, incomplete: 0, total_size: 1494603}
 pitr:
-  description: Per MongoDB source, the earliest and latest point-in-time restore target and the gaps between.
+  description:
+    - Per MongoDB source, the point-in-time window (C(earliest) and C(latest) restore target) and the C(gaps) inside
+      it. Full backups older than the window (kept by the daily/weekly... rules after their slices are gone) are
+      restore points of their own, not gaps; nor is the newest full backup taken after the last capture. Slices
+      that no full backup reaches are a gap.
   returned: always
   type: dict
+abandoned:
+  description:
+    - Per kind, killed or abandoned attempts still in storage - C(incomplete_sets) (no manifest, older than
+      O(incomplete_grace_hours)), C(unfinished_uploads) (S3 multipart uploads, local partial files) and
+      C(empty_directories) - within O(kinds) and O(source_name).
+  returned: always
+  type: dict
+  sample: {config: {incomplete_sets: 1, unfinished_uploads: 2, empty_directories: 0}}
 alerts:
   description: Alerts raised, each with C(severity) (V(critical) or V(warning)), C(kind), C(source), C(message).
   returned: always
@@ -119,6 +138,11 @@ def run(module: BackupModule) -> dict:
         render_metrics,
         summarize,
     )
+    from ansible_collections.caas.backup.plugins.module_utils.retention import (
+        abandoned,
+        grace_period,
+        selection_prefixes,
+    )
     from ansible_collections.caas.backup.plugins.module_utils.verify import last_verification
 
     p = module.params
@@ -129,15 +153,18 @@ def run(module: BackupModule) -> dict:
             raise ConfigurationError(f"expect entry {item!r} is not kind/source")
         expected.append((kind, source))
     max_age = {**DEFAULT_MAX_AGE_HOURS, **p["max_age_hours"]}
+    grace = grace_period(p["incomplete_grace_hours"])
+    prefixes = selection_prefixes(p["kinds"], p["source_name"])
     storage = module.open_storage()
     sets = module.selected_sets(storage)
     now = utcnow()
+    leftovers = [leftover.key for leftover in storage.leftovers(now - grace, prefixes)]
     newest = {(s.kind, s.source): s for s in sets if s.complete}  # sets come oldest first
     verifications = {b.prefix: last_verification(storage, b) for b in newest.values()}
     summary = summarize(
         sets, now, max_age, p["size_change_ratio"], expected, {k: v for k, v in verifications.items() if v is not None}
     )
-    result = dict(changed=False, **summary)
+    result = dict(changed=False, **summary, abandoned=abandoned(sets, leftovers, now, grace))
     if p["list_sets"]:
         result["sets"] = [s.summary() for s in sets]
     if p["metrics_path"] and not module.check_mode:
@@ -153,6 +180,7 @@ def main() -> None:
             size_change_ratio=dict(type="float", default=0.5),
             expect=dict(type="list", elements="str", default=[]),
             list_sets=dict(type="bool", default=False),
+            incomplete_grace_hours=dict(type="int", default=24),
             metrics_path=dict(type="path"),
         ),
         selects=True,

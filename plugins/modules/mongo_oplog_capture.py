@@ -8,12 +8,14 @@ module: mongo_oplog_capture
 short_description: Capture MongoDB oplog slices for point-in-time recovery
 version_added: 0.1.0
 description:
-  - Reads C(local.oplog.rs) from the last captured position (the newest C(mongo-oplog) slice's C(last_ts), else
-    the newest C(mongo-full) backup's consistent point) up to the majority commit point, with read concern
-    C(majority), and writes the entries as one slice - a C(mongo-oplog) backup set whose object C(oplog.bson)
-    is concatenated BSON (C(bsondump) reads it) through the usual compression and encryption.
+  - Reads C(local.oplog.rs) from the last captured position (the newest C(mongo-oplog) slice's C(last_ts); only
+    when there is no slice yet, the newest C(mongo-full) backup's consistent point - a full backup taken since the
+    last slice never moves it forward, so no entry falls between two slices) up to the majority commit point,
+    with read concern C(majority), and writes the entries as one slice - a C(mongo-oplog) backup set whose object
+    C(oplog.bson) is concatenated BSON (C(bsondump) reads it) through the usual compression and encryption.
   - The manifest records C(first_ts) (the position the slice continues from), C(last_ts) (its last entry),
-    C(ops), the object's sha256 and C(base_backup_id), the full backup the chain starts at.
+    C(ops), the object's sha256 and C(base_backup_id), the newest full backup whose consistent point is at or
+    before the slice's start.
   - One slice per call (for a timer), or with O(follow=true) a slice every O(slice_seconds) for O(duration)
     seconds; O(slice_seconds) is then the recovery point objective.
   - "Broken chain detection - when the oldest entry still in the oplog is newer than the last captured position,
@@ -109,7 +111,7 @@ ops:
   returned: success
   type: int
 base_backup_id:
-  description: The full backup the chain starts at.
+  description: The newest full backup whose consistent point is at or before the captured position.
   returned: success
   type: str
 slices:

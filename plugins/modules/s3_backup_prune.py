@@ -13,11 +13,22 @@ description:
   - "Defaults: C(mongo-full) daily 30, weekly 12, monthly 12, yearly 7; C(mongo-oplog) 7 days, but never a slice a
     kept full backup's point-in-time window still needs; C(redis-rdb) and C(redis-aof) 7 days; C(kafka-meta) 90 days;
     C(config) 365 days; sets tagged V(keep) forever."
-  - Daily, weekly (ISO weeks), monthly and yearly rules keep the newest complete set of each of the last N calendar
-    periods in UTC; V(days) keeps every complete set younger than N days.
+  - Daily, weekly (ISO weeks), monthly and yearly rules keep the newest restorable set of each of the last N calendar
+    periods in UTC (one that failed verification only when the period has no other); V(days) keeps every complete
+    set younger than N days. Two sets of the same second are ordered by backup id, as everywhere in the catalog.
   - A set's manifest is deleted before its data, so an interrupted prune never leaves a set that looks complete but
     is not. Object-locked sets are skipped and reported. Deletes go in batches of at most 1000 keys.
   - When any set has an unreadable manifest, nothing is deleted and the module fails saying which.
+  - A set whose stored verification (C(verification.json), written by M(caas.backup.backup_verify)) failed is not
+    restorable - it never counts towards O(minimum_redundancy). The newest restorable set (verified good, or
+    complete and not verified) of each kind and source is never deleted.
+  - "Point-in-time windows are kept whole: the kept oplog window of a source runs from the oldest slice the
+    C(mongo-oplog) rules keep; every full backup a target inside it needs (the newest one whose consistent point is
+    at or before the window's start, and one restarting the chain after a hole) and every slice from there on stay,
+    whatever the C(mongo-full) rules say. Where those rules would have deleted such a full backup, or part of the
+    window cannot be reached at all, the module warns and says so in RV(pitr_warnings)."
+  - Leftovers of killed writes (unfinished S3 multipart uploads, local C(.partial-*) files, empty set directories)
+    older than O(incomplete_grace_hours) are removed, only below the O(kinds) and O(source_name) selected.
 author: caas.backup developers (@caas-backup)
 options:
   policy:
@@ -28,7 +39,8 @@ options:
     default: {}
   minimum_redundancy:
     description:
-      - Never keep fewer than this many complete sets per kind and source, whatever the rules say.
+      - Never keep fewer than this many restorable sets (complete, and not failed verification) per kind and source,
+        whatever the rules say. At least V(1).
     type: int
     default: 1
   keep_tags:
@@ -40,6 +52,7 @@ options:
   incomplete_grace_hours:
     description:
       - Incomplete sets (no manifest) and unfinished uploads younger than this may still be being written and stay.
+      - From V(0) to V(87600) (10 years).
     type: int
     default: 24
 extends_documentation_fragment:
@@ -70,13 +83,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 plan:
-  description: Every set considered, with C(action) (V(keep) or V(delete)) and C(reasons).
+  description:
+    - Every set considered, with C(action) (V(keep) or V(delete)) and C(reasons); C(verified) is the result of its
+      stored verification (V(null) when never verified).
   returned: always
   type: list
   elements: dict
   sample:
     - {kind: config, source: app01, backup_id: 20250101T020000.412Z-3f9a, time: "2025-01-01T02:00:09Z", complete: true,
-       action: delete, reasons: [outside every retention rule]}
+       verified: null, action: delete, reasons: [outside every retention rule]}
 deleted:
   description: Sets deleted (or, in check mode, that would be), as C(<kind>/<source>/<backup_id>).
   returned: always
@@ -96,27 +111,51 @@ failed:
   returned: always
   type: dict
 partial_uploads:
-  description: Leftovers of failed or killed writes (unfinished multipart uploads, partial files) removed.
+  description:
+    - Leftovers of failed or killed writes removed (in check mode, that would be) - unfinished multipart uploads,
+      partial files, and empty directories (ending in C(/)).
+  returned: always
+  type: list
+  elements: str
+abandoned:
+  description:
+    - Per kind, the killed or abandoned attempts cleaned (in check mode, that would be) - C(incomplete_sets) (no
+      manifest, older than O(incomplete_grace_hours)), C(unfinished_uploads) and C(empty_directories).
+  returned: always
+  type: dict
+  sample: {config: {incomplete_sets: 1, unfinished_uploads: 2, empty_directories: 0}}
+pitr_warnings:
+  description:
+    - Full backups kept against the C(mongo-full) rules because a point-in-time window needs them, and parts of a
+      window that no full backup and unbroken chain of slices reach. Each is also a module warning.
   returned: always
   type: list
   elements: str
 """
-
-import datetime
 
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, StorageError
 
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, utcnow
-    from ansible_collections.caas.backup.plugins.module_utils.retention import merge_policy, plan
+    from ansible_collections.caas.backup.plugins.module_utils.retention import (
+        abandoned,
+        grace_period,
+        merge_policy,
+        pitr_warnings,
+        plan,
+        selection_prefixes,
+    )
+    from ansible_collections.caas.backup.plugins.module_utils.verify import last_verification
 
     p = module.params
     policy = merge_policy(p["policy"])
+    grace = grace_period(p["incomplete_grace_hours"])
+    prefixes = selection_prefixes(p["kinds"], p["source_name"])
     storage = module.open_storage()
     now = utcnow()
-    grace = datetime.timedelta(hours=p["incomplete_grace_hours"])
     sets = module.selected_sets(storage)
+    verifications = {s.prefix: last_verification(storage, s) for s in sets if s.complete}
     decisions = plan(
         sets,
         now,
@@ -124,7 +163,11 @@ def run(module: BackupModule) -> dict:
         minimum_redundancy=p["minimum_redundancy"],
         keep_tags=tuple(p["keep_tags"]),
         incomplete_grace=grace,
+        verifications={k: v for k, v in verifications.items() if v is not None},
     )
+    warnings = pitr_warnings(decisions)
+    for warning in warnings:
+        module.warn(warning)
     doomed = [d.bset for d in decisions if not d.keep]
     locked = []
     for bset in [b for b in doomed if b.complete]:
@@ -133,13 +176,14 @@ def run(module: BackupModule) -> dict:
             locked.append({"set": bset.prefix, "locked_until": until.isoformat()})
     locked_sets = {entry["set"] for entry in locked}
     doomed = [b for b in doomed if b.prefix not in locked_sets]
-    partial = storage.clean_partial(now - grace, dry_run=module.check_mode)
     failed: dict[str, str] = {}
     if not module.check_mode and doomed:
         # Manifests first: a set whose manifest is gone is incomplete, never half-deleted yet "complete".
         failed = storage.delete([f"{b.prefix}/{MANIFEST}" for b in doomed if b.complete])
         emptied = [b for b in doomed if f"{b.prefix}/{MANIFEST}" not in failed]
         failed.update(storage.delete([k for b in emptied for k in b.keys if not k.endswith(f"/{MANIFEST}")]))
+    # After the sets: a directory their delete emptied is gone already, not counted as a leftover.
+    partial = storage.clean_partial(now - grace, dry_run=module.check_mode, prefixes=prefixes)
     result = dict(
         changed=bool(doomed or partial),
         plan=[d.as_dict() for d in decisions],
@@ -148,6 +192,8 @@ def run(module: BackupModule) -> dict:
         locked=locked,
         failed=failed,
         partial_uploads=partial,
+        abandoned=abandoned(sets, partial, now, grace),
+        pitr_warnings=warnings,
     )
     if failed:
         raise StorageError(

@@ -92,6 +92,37 @@ def test_capture_and_restore_to_a_point_in_time(env, file_url, mongo_server):
         assert snapshot(pymongo.MongoClient(server.url)) == expected, target
 
 
+def test_a_capture_after_a_full_backup_continues_from_the_last_slice(env, file_url, mongo_server):
+    """Slice, writes, full backup, capture: the capture starts at the last slice, not at the full backup's
+    consistent point, so a target between the two (writes no slice held before) restores exactly."""
+    source = mongo_server("source")
+    client = pymongo.MongoClient(source.url)
+    client.shop.orders.insert_many([{"_id": i, "n": i} for i in range(20)])
+    base = dict(storage_url=file_url, uri=source.url, compression="none")
+    assert run_module("mongo_dump", base, env)["rc"] == 0
+    client.shop.orders.update_many({"n": {"$lt": 5}}, {"$set": {"early": True}})
+    sliced = run_module("mongo_oplog_capture", base, env)
+    assert sliced["rc"] == 0 and sliced["changed"], sliced
+    client.shop.orders.delete_one({"_id": 7})
+    client.shop.orders.insert_one({"_id": "between", "n": -1})
+    target, expected = next_ts(client), snapshot(client)
+    client.shop.orders.update_many({}, {"$inc": {"n": 100}})  # after the target, still before the full backup
+    full = run_module("mongo_dump", base, env)
+    assert full["rc"] == 0, full
+    assert (target["t"], target["i"]) < (full["last_ts"]["t"], full["last_ts"]["i"])
+    client.shop.orders.insert_one({"_id": "after"})
+    captured = run_module("mongo_oplog_capture", base, env)
+    assert captured["rc"] == 0 and captured["from_ts"] == sliced["last_ts"], captured
+    assert captured["base_backup_id"] != full["backup_id"]  # the slice starts before the new full backup's point
+    server = mongo_server("target")
+    restore = dict(storage_url=file_url, uri=server.url, target_time=target)
+    done = run_module("mongo_oplog_restore", restore, env)
+    assert done["rc"] == 0, done["msg"]
+    assert snapshot(pymongo.MongoClient(server.url)) == expected
+    info = run_module("backup_info", dict(storage_url=file_url), env)
+    assert info["pitr"]["secantus"]["gaps"] == [], info["pitr"]
+
+
 def test_window_errors_and_iso_targets(env, file_url, mongo_server):
     """Targets outside the window fail naming it; an ISO time works; nothing is touched on failure."""
     source = mongo_server("source")

@@ -6,8 +6,9 @@
 A slice (kind ``mongo-oplog``, object ``oplog.bson``: concatenated BSON oplog
 entries, as ``bsondump`` reads them) holds every majority-committed entry with
 ``from_ts < ts <= last_ts``. Its facts chain it: ``first_ts`` (= ``from_ts``) is
-the position it continues from (the previous slice's ``last_ts``, or a full
-backup's consistent point), ``base_backup_id`` the full backup it chains to.
+the position it continues from (the previous slice's ``last_ts``; a full
+backup's consistent point only for the first slice, or after the oplog rolled
+past the last one), ``base_backup_id`` the full backup it chains to.
 
 A restore to ``target`` restores the newest full backup whose consistent point
 is before the target, then replays the slices' entries with ``ts < target``
@@ -32,6 +33,7 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     iso,
     list_sets,
     parse_time,
+    set_order,
     utcnow,
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import (
@@ -153,23 +155,27 @@ class Position:
 def _fulls(storage, source: str, trust: list | None = None) -> list:
     return sorted(
         (s for s in list_sets(storage, "mongo-full", source, trust) if s.complete and s.facts.get("last_ts")),
-        key=lambda s: ts_from_fact(s.facts["last_ts"]),
+        key=lambda s: (ts_from_fact(s.facts["last_ts"]), *set_order(s)),
     )
 
 
 def _slices(storage, source: str, trust: list | None = None) -> list:
     return sorted(
         (s for s in list_sets(storage, "mongo-oplog", source, trust) if s.complete and s.facts.get("last_ts")),
-        key=lambda s: (ts_from_fact(s.facts["last_ts"]), s.backup_id),
+        key=lambda s: (ts_from_fact(s.facts["last_ts"]), *set_order(s)),
     )
 
 
 def capture_position(storage, source: str, oldest=None) -> Position:
-    """The last captured position: the newest slice's ``last_ts``, else the newest full backup's consistent point.
+    """The last captured position: the newest slice's ``last_ts``; only when there is no slice, a full backup's point.
 
-    When the oplog has rolled past the newest slice (``oldest`` entry newer) but a
-    full backup taken since lies inside the oplog, the chain restarts from that
-    backup: it is a new base, and no slice has a hole.
+    A full backup taken since the last slice never moves the position forward:
+    the entries between the slice and the backup's consistent point would be in
+    no slice, and targets among them could not be restored. The slice chains to
+    the newest full backup whose consistent point is at or before its start.
+    Only when the oplog has rolled past the newest slice (``oldest`` entry
+    newer) but a full backup taken since lies inside the oplog does the chain
+    restart from that backup: the entries in between are gone either way.
     """
     fulls = _fulls(storage, source)
     slices = _slices(storage, source)
@@ -183,14 +189,12 @@ def capture_position(storage, source: str, oldest=None) -> Position:
     if not slices:
         return full_pos
     last = slices[-1]
-    slice_pos = Position(
-        ts_from_fact(last.facts["last_ts"]),
-        last.facts.get("base_backup_id") or full.backup_id,
-        f"slice {last.backup_id}",
-    )
-    if oldest is not None and oldest > slice_pos.ts and full_pos.ts >= oldest:
+    last_ts = ts_from_fact(last.facts["last_ts"])
+    if oldest is not None and oldest > last_ts and full_pos.ts >= oldest:
         return full_pos
-    return max((slice_pos, full_pos), key=lambda p: p.ts)
+    bases = [f for f in fulls if ts_from_fact(f.facts["last_ts"]) <= last_ts]
+    base = bases[-1].backup_id if bases else last.facts.get("base_backup_id") or full.backup_id
+    return Position(last_ts, base, f"slice {last.backup_id}")
 
 
 def _majority_point(client):

@@ -97,7 +97,8 @@ def test_a_gap_in_the_chain_is_named(storage):
         pitr.plan_restore(storage, "rs0", Timestamp(170, 0))
 
 
-def test_capture_position_continues_the_newest_slice_or_restarts_from_a_newer_full(storage):
+def test_capture_position_continues_the_newest_slice_and_restarts_only_when_the_oplog_rolled(storage):
+    """A full backup taken after the last slice never moves the position: the entries between would be lost."""
     with pytest.raises(pitr.NotFoundError, match="take a full backup"):
         pitr.capture_position(storage, "rs0")
     full = add(storage, "mongo-full", {"last_ts": ts_fact(Timestamp(100, 1))})
@@ -106,7 +107,14 @@ def test_capture_position_continues_the_newest_slice_or_restarts_from_a_newer_fu
     position = pitr.capture_position(storage, "rs0", oldest=Timestamp(90, 1))
     assert position.ts == Timestamp(150, 1) and position.base_backup_id == full
     newer = add(storage, "mongo-full", {"last_ts": ts_fact(Timestamp(400, 1))})
-    assert pitr.capture_position(storage, "rs0").base_backup_id == newer
+    position = pitr.capture_position(storage, "rs0", oldest=Timestamp(90, 1))
+    assert position.ts == Timestamp(150, 1) and position.base_backup_id == full
+    assert position.after.startswith("slice ")
+    # The oplog rolled past the slice (oldest entry 300), but the newer full backup lies inside it.
+    restarted = pitr.capture_position(storage, "rs0", oldest=Timestamp(300, 1))
+    assert restarted.ts == Timestamp(400, 1) and restarted.base_backup_id == newer
+    add(storage, "mongo-oplog", {**slice_facts(Timestamp(150, 1), Timestamp(450, 1)), "base_backup_id": full})
+    assert pitr.capture_position(storage, "rs0").base_backup_id == newer  # the newest full before the slice's end
     with pytest.raises(pitr.ChainBroken, match="PITR chain broken since 1970-01-01T00:02:30Z") as info:
         pitr.check_chain(pitr.Position(Timestamp(150, 1), full, "slice x"), Timestamp(160, 1), "rs0")
     assert info.value.details == {"chain_broken": True}

@@ -2,13 +2,14 @@
 
 import datetime
 
-from ansible_collections.caas.backup.plugins.module_utils.catalog import BackupSet, new_backup_id
+from ansible_collections.caas.backup.plugins.module_utils.catalog import BackupSet, iso, new_backup_id
 from ansible_collections.caas.backup.plugins.module_utils.monitoring import (
     DEFAULT_MAX_AGE_HOURS,
     pitr_coverage,
     render_metrics,
     summarize,
 )
+from ansible_collections.caas.backup.plugins.module_utils.retention import DEFAULT_POLICY, plan
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -94,3 +95,82 @@ def test_metrics_text_format():
     assert 'caas_backup_alerts{severity="critical"} 1' in text
     assert "# TYPE caas_backup_sets gauge" in text
     assert text.endswith("\n")
+
+
+def steady_state(now, weeks=5):
+    """What weeks of a healthy schedule leave: a full backup every day at 02:00 (consistent point two minutes
+    later), an oplog slice every 5 minutes continuing the previous one (also across full backups), all pruned by
+    the default policy. ``now`` is just after a full backup and before the next capture."""
+    step = datetime.timedelta(minutes=5)
+    start = (now - datetime.timedelta(weeks=weeks)).replace(minute=3, second=0)  # captures at :03, :08, ...
+    day = start.replace(hour=2, minute=0, second=0)
+    sets = []
+    while day <= now:
+        point = day + datetime.timedelta(minutes=2)
+        if point + datetime.timedelta(seconds=30) <= now:
+            end = point + datetime.timedelta(seconds=30)
+            sets.append(
+                BackupSet(
+                    "mongo-full",
+                    "rs0",
+                    new_backup_id(day),
+                    {"started_at": iso(day), "finished_at": iso(end), "objects": [], "facts": {"last_ts": tsat(point)}},
+                    size=1000,
+                )
+            )
+        day += datetime.timedelta(days=1)
+    first = start
+    while first + step <= now:
+        last = first + step
+        facts = {"first_ts": tsat(first), "last_ts": tsat(last)}
+        manifest = {"started_at": iso(last), "finished_at": iso(last), "objects": [], "facts": facts}
+        sets.append(BackupSet("mongo-oplog", "rs0", new_backup_id(last), manifest, size=1000))
+        first = last
+    decisions = plan(sets, now, DEFAULT_POLICY)
+    return [d.bset for d in decisions if d.keep]
+
+
+def tsat(moment):
+    return {"t": int(moment.timestamp()), "i": 1}
+
+
+def gap_alerts(sets, now):
+    summary = summarize(sets, now, DEFAULT_MAX_AGE_HOURS, 0)
+    return [a for a in summary["alerts"] if "point-in-time gap" in a["message"]], summary
+
+
+def test_a_healthy_steady_state_raises_no_gap_alert_and_a_real_gap_raises_one():
+    """Daily full backups kept for 30 days and more, slices for 7 days: the older full backups are restore points
+    of their own, no gap; the newest full backup, taken after the last capture, is none either. A slice lost
+    inside the window is a gap, and alerted once."""
+    now = datetime.datetime(2026, 11, 24, 2, 2, 45, tzinfo=UTC)
+    kept = steady_state(now)
+    fulls = [s for s in kept if s.kind == "mongo-full"]
+    assert len(fulls) >= 30 and sum(s.kind == "mongo-oplog" for s in kept) > 7 * 288
+    alerts, summary = gap_alerts(kept, now)
+    assert alerts == []
+    window = summary["pitr"]["rs0"]
+    assert window["latest"] == "2026-11-24T02:02:00Z" and window["earliest"] < "2026-11-17T02:03:00Z"
+    lost = [s for s in kept if s.kind == "mongo-oplog" and s.time == datetime.datetime(2026, 11, 20, 12, 3, tzinfo=UTC)]
+    alerts, _summary = gap_alerts([s for s in kept if s not in lost], now)
+    assert [a["message"] for a in alerts] == ["point-in-time gap from 2026-11-20T11:58:00Z to 2026-11-21T02:02:00Z"]
+
+
+def test_full_backups_without_any_slice_raise_no_gap():
+    """Without oplog capture, every full backup is a restore point of its own: nothing is a gap."""
+    fulls = [bset(h, kind="mongo-full", facts={"last_ts": ts(h)}) for h in (72, 48, 24)]
+    assert pitr_coverage(fulls, []) == {
+        "earliest": "2026-11-23T12:00:00Z",
+        "latest": "2026-11-23T12:00:00Z",
+        "gaps": [],
+    }
+
+
+def test_slices_no_full_backup_reaches_are_a_gap():
+    """The slices joining the only full backup to the newer ones are gone: targets up to the newest slice cannot be
+    restored, and that is alerted."""
+    fulls = [bset(120, kind="mongo-full", facts={"last_ts": ts(120)})]
+    slices = [bset(h, kind="mongo-oplog", facts={"first_ts": ts(h + 1), "last_ts": ts(h)}) for h in range(72, 0, -1)]
+    alerts, summary = gap_alerts([*fulls, *slices], NOW)
+    assert summary["pitr"]["app"]["gaps"] == [{"from": "2026-11-19T12:00:00Z", "to": "2026-11-24T11:00:00Z"}]
+    assert [a["message"] for a in alerts] == ["point-in-time gap from 2026-11-19T12:00:00Z to 2026-11-24T11:00:00Z"]
