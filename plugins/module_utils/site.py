@@ -179,7 +179,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def _markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(r) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
+    lines.insert(1, "|" + "|".join(["---"] * len(rows[0])) + "|")
     return "\n".join(lines)
 
 

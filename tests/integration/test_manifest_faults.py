@@ -67,7 +67,7 @@ def flips(data: bytes, rng: random.Random) -> list[tuple[str, int, bytes]]:
     for kind, positions in sorted(byte_classes(data.decode()).items()):
         for position in rng.sample(positions, min(PER_CLASS, len(positions))):
             bits = rng.sample(range(8), 8)
-            candidates = [bytearray(data) for _ in bits]
+            candidates = [bytearray(data) for bit in bits]
             for damaged, bit in zip(candidates, bits, strict=True):
                 damaged[position] ^= 1 << bit
             valid = [bytes(d) for d in candidates if _is_json(bytes(d))]
@@ -116,10 +116,10 @@ def test_every_class_of_manifest_bit_flip_is_caught(storage, svc, signed):
     manifest_key = f"{newest.prefix}/{MANIFEST}"
     original = storage.get_bytes(manifest_key)
     damage = flips(original, random.Random(SEED))
-    kinds = {kind for kind, _, _ in damage}
+    kinds = {d[0] for d in damage}
     assert kinds == {"key", "string", "digest", "number", "literal", "structure", "whitespace"}
     # every flip inside a key, string, digest or number keeps the manifest valid JSON here
-    assert sum(_is_json(d) for _, _, d in damage) >= 4 * PER_CLASS
+    assert sum(_is_json(d[2]) for d in damage) >= 4 * PER_CLASS
     missed = []
     for kind, position, damaged in damage:
         storage.put_bytes(manifest_key, damaged)
@@ -135,7 +135,7 @@ def test_every_class_of_manifest_bit_flip_is_caught(storage, svc, signed):
     assert missed == []
 
     # The module sees it too: backup_verify without backup_id fails the set, with its error, and passes the older one.
-    kind, _, damaged = next(d for d in reversed(damage) if _is_json(d[2]))
+    kind, damaged = next((d[0], d[2]) for d in reversed(damage) if _is_json(d[2]))
     storage.put_bytes(manifest_key, damaged)
     args = {"storage_url": storage.url}
     if signed:

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen (openssh-
 
 
 def test_round_trip_names_the_signer(tmp_path):
-    private, public, _ = keygen(tmp_path)
+    private, public = keygen(tmp_path)[:2]
     key = SigningKey.from_openssh(private)
     trusted = parse_trusted([public], "trusted_signers")
     signer = verify(key.sign(MESSAGE), MESSAGE, trusted)
@@ -41,7 +41,7 @@ def test_round_trip_names_the_signer(tmp_path):
 
 
 def test_tampered_message_is_refused(tmp_path):
-    private, public, _ = keygen(tmp_path)
+    private, public = keygen(tmp_path)[:2]
     armored = SigningKey.from_openssh(private).sign(MESSAGE)
     tampered = MESSAGE.replace(b"config", b"confih")
     with pytest.raises(SignatureError, match="does not match the signed data"):
@@ -49,7 +49,7 @@ def test_tampered_message_is_refused(tmp_path):
 
 
 def test_tampered_signature_is_refused(tmp_path):
-    private, public, _ = keygen(tmp_path)
+    private, public = keygen(tmp_path)[:2]
     armored = SigningKey.from_openssh(private).sign(MESSAGE)
     lines = armored.splitlines()
     # the last body line holds the end of the Ed25519 signature bytes
@@ -60,15 +60,15 @@ def test_tampered_signature_is_refused(tmp_path):
 
 
 def test_signature_by_an_untrusted_key_is_refused(tmp_path):
-    private, _, _ = keygen(tmp_path, "attacker")
-    _, trusted_public, _ = keygen(tmp_path, "backup")
+    private = keygen(tmp_path, "attacker")[0]
+    trusted_public = keygen(tmp_path, "backup")[1]
     key = SigningKey.from_openssh(private)
     with pytest.raises(SignatureError, match=re.escape(f"made by {key.fingerprint}, which is not a trusted signer")):
         verify(key.sign(MESSAGE), MESSAGE, parse_trusted([trusted_public], "t"))
 
 
 def test_other_namespace_and_garbage_are_refused(tmp_path):
-    private, public, _ = keygen(tmp_path)
+    private, public = keygen(tmp_path)[:2]
     key, trusted = SigningKey.from_openssh(private), parse_trusted([public], "t")
     with pytest.raises(SignatureError, match="namespace 'file', not 'caas-backup'"):
         verify(key.sign(MESSAGE, namespace="file"), MESSAGE, trusted)
@@ -79,7 +79,7 @@ def test_other_namespace_and_garbage_are_refused(tmp_path):
 
 
 def test_our_signature_verifies_with_stock_ssh_keygen(tmp_path):
-    private, public, _ = keygen(tmp_path)
+    private, public = keygen(tmp_path)[:2]
     signature = tmp_path / "manifest.json.sig"
     signature.write_text(SigningKey.from_openssh(private).sign(MESSAGE))
     allowed = tmp_path / "allowed_signers"
@@ -93,7 +93,7 @@ def test_our_signature_verifies_with_stock_ssh_keygen(tmp_path):
 
 
 def test_stock_ssh_keygen_signature_verifies_here(tmp_path):
-    _, public, path = keygen(tmp_path)
+    public, path = keygen(tmp_path)[1:]
     message = tmp_path / "manifest.json"
     message.write_bytes(MESSAGE)
     subprocess.run([SSH_KEYGEN, "-Y", "sign", "-q", "-f", str(path), "-n", NAMESPACE, str(message)], check=True)
@@ -105,11 +105,11 @@ def test_stock_ssh_keygen_signature_verifies_here(tmp_path):
 
 
 def test_unusable_private_keys_are_clear_errors_that_never_quote_the_key(tmp_path):
-    encrypted, _, _ = keygen(tmp_path, "locked", passphrase="secret-pass")
+    encrypted = keygen(tmp_path, "locked", passphrase="secret-pass")[0]
     with pytest.raises(ConfigurationError, match="signing_key is not an unencrypted .*passphrase-protected") as err:
         SigningKey.from_openssh(encrypted)
     assert encrypted.splitlines()[1] not in str(err.value)
-    rsa, _, _ = keygen(tmp_path, "rsa", key_type="rsa")
+    rsa = keygen(tmp_path, "rsa", key_type="rsa")[0]
     with pytest.raises(ConfigurationError, match="not an ed25519 key"):
         SigningKey.from_openssh(rsa, "signing_key_file")
     with pytest.raises(ConfigurationError, match="not an OpenSSH key"):
@@ -117,8 +117,8 @@ def test_unusable_private_keys_are_clear_errors_that_never_quote_the_key(tmp_pat
 
 
 def test_trusted_signers_lines_are_checked(tmp_path):
-    _, public, _ = keygen(tmp_path)
-    _, rsa_public, _ = keygen(tmp_path, "rsa", key_type="rsa")
+    public = keygen(tmp_path)[1]
+    rsa_public = keygen(tmp_path, "rsa", key_type="rsa")[1]
     assert len(parse_trusted(["", "# comment", public, f"ops {public}"], "f")) == 2
     with pytest.raises(ConfigurationError, match="f line 2 holds no ssh-ed25519 public key"):
         parse_trusted([public, rsa_public], "f")
