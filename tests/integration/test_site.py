@@ -7,6 +7,7 @@ only from the environment (CAAS_BACKUP_STORAGE_URL, CAAS_AGE_RECIPIENTS, CAAS_AG
 """
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 
@@ -265,3 +266,52 @@ def test_a_redis_that_does_not_come_up_fails_the_recovery_and_says_which(svc, s3
         assert "Recovery PASS" not in dr.stdout and "Recovery FAIL" in dr.stdout
         assert pymongo.MongoClient(mongo.url).shop.orders.count_documents({}) == 30
         assert (root / ".env").read_text() == "SECRET=app01-do-not-leak\n"
+
+
+def test_roles_leave_module_defaults_and_environment_fallbacks_in_force(svc, s3_url, age_key, mongo_server, tmp_path):
+    """A playbook of the user's own: storage and recipients only in module_defaults, the endpoint only in the
+    environment. The roles pass nothing they were not given, so every set is written encrypted; a compression
+    set in module_defaults is the one used (no role default shadows it)."""
+    env = site_env(svc, "", age_key)
+    env.pop("CAAS_BACKUP_STORAGE_URL")
+    env.pop("CAAS_AGE_RECIPIENTS")
+    mongo = mongo_server("db1")
+    pymongo.MongoClient(mongo.url).shop.orders.insert_many([{"_id": i} for i in range(10)])
+    root = tmp_path / "app01"
+    make_config(root, "app01")
+    playbook = tmp_path / "site.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Back up with the roles",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "module_defaults": {
+                        "group/caas.backup.backup": {
+                            "storage_url": s3_url,
+                            "encryption_recipients": [age_key["recipient"]],
+                            "compression": "gzip",
+                        }
+                    },
+                    "tasks": [
+                        {
+                            "ansible.builtin.include_role": {"name": "caas.backup.config_backup"},
+                            "vars": {"config_backup_root": str(root)},
+                        },
+                        {
+                            "ansible.builtin.include_role": {"name": "caas.backup.mongodb_backup"},
+                            "vars": {"mongodb_backup_uri": mongo.url},
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    ran = run_playbook(playbook, {}, env, groups=["caas_config"])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    sets = list_sets(s3_storage(svc, s3_url))
+    assert sorted(s.kind for s in sets) == ["config", "mongo-full"]
+    for bset in sets:
+        [data] = bset.manifest["objects"]
+        assert data["name"].endswith(".gz.age") and data["encryption"]["recipients"], data
