@@ -271,6 +271,18 @@ def list_sets(storage: Storage, kind: str | None = None, source: str | None = No
     return [sets[k] for k in sorted(sets)]
 
 
+def sources_note(storage: Storage, kind: str) -> str:
+    """``"; sources with <kind> backups: a, b"`` for a not-found message: which names a restore could use.
+
+    A restore on a new host (disaster recovery) whose source name does not match the old one's is
+    told the names that exist, rather than only that its own has none.
+    """
+    sources = sorted({s.source for s in list_sets(storage, kind) if s.complete})
+    if not sources:
+        return f"; no source has complete {kind} backups there"
+    return f"; sources with {kind} backups: {', '.join(sources)}"
+
+
 def _only_source(sets: list[BackupSet], kind: str) -> str:
     sources = sorted({s.source for s in sets})
     if len(sources) > 1:
@@ -291,7 +303,7 @@ def latest(
     if not sets:
         where = f" for source {source}" if source else ""
         when = f" at or before {iso(before)}" if before else ""
-        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}")
+        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}{sources_note(storage, kind)}")
     return max(sets, key=lambda s: (s.time, s.backup_id))
 
 
@@ -300,7 +312,8 @@ def get_set(storage: Storage, kind: str, backup_id: str, source: str | None = No
     backup_id_time(backup_id)
     matches = [s for s in list_sets(storage, kind, source) if s.backup_id == backup_id]
     if not matches:
-        raise NotFoundError(f"no {kind} backup {backup_id} in {storage.url}")
+        where = f" for source {source}" if source else ""
+        raise NotFoundError(f"no {kind} backup {backup_id}{where} in {storage.url}{sources_note(storage, kind)}")
     if len(matches) > 1:
         raise ConfigurationError(f"backup id {backup_id} exists for several sources: set source_name")
     bset = matches[0]
