@@ -48,7 +48,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: The dry-run plan, with a reason per set; nothing is deleted.
+    description:
+      - The dry-run plan, with a reason per set; nothing is deleted. What a real run would delete is in
+        RV(would_delete) and RV(would_delete_partial_uploads) (RV(deleted) and RV(partial_uploads) stay empty), and
+        C(changed) is what the real run would report.
 seealso:
   - module: caas.backup.backup_info
 """
@@ -78,10 +81,24 @@ plan:
     - {kind: config, source: app01, backup_id: 20250101T020000.412Z-3f9a, time: "2025-01-01T02:00:09Z", complete: true,
        action: delete, reasons: [outside every retention rule]}
 deleted:
-  description: Sets deleted (or, in check mode, that would be), as C(<kind>/<source>/<backup_id>).
+  description: Sets deleted, as C(<kind>/<source>/<backup_id>); always empty in check mode (see RV(would_delete)).
   returned: always
   type: list
   elements: str
+would_delete:
+  description: In check mode, the sets a real run would delete, as C(<kind>/<source>/<backup_id>).
+  returned: check mode
+  type: list
+  elements: str
+would_delete_partial_uploads:
+  description: In check mode, the leftovers of failed writes a real run would remove.
+  returned: check mode
+  type: list
+  elements: str
+msg:
+  description: What was deleted (C(deleted N set(s) ...)), or in check mode what would be (C(would delete N ...)).
+  returned: success
+  type: str
 kept:
   description: Number of sets kept.
   returned: always
@@ -96,7 +113,9 @@ failed:
   returned: always
   type: dict
 partial_uploads:
-  description: Leftovers of failed or killed writes (unfinished multipart uploads, partial files) removed.
+  description:
+    - Leftovers of failed or killed writes (unfinished multipart uploads, partial files) removed; always empty in
+      check mode (see RV(would_delete_partial_uploads)).
   returned: always
   type: list
   elements: str
@@ -143,17 +162,22 @@ def run(module: BackupModule) -> dict:
     result = dict(
         changed=bool(doomed or partial),
         plan=[d.as_dict() for d in decisions],
-        deleted=[b.prefix for b in doomed],
+        deleted=[] if module.check_mode else [b.prefix for b in doomed],
         kept=sum(d.keep for d in decisions),
         locked=locked,
         failed=failed,
-        partial_uploads=partial,
+        partial_uploads=[] if module.check_mode else partial,
     )
+    if module.check_mode:
+        result.update(would_delete=[b.prefix for b in doomed], would_delete_partial_uploads=partial)
     if failed:
         raise StorageError(
             f"{len(failed)} object(s) could not be deleted, e.g. {next(iter(failed))}: {next(iter(failed.values()))}",
             **result,
         )
+    counts = f"{len(doomed)} set(s) and {len(partial)} partial upload(s), keeping {result['kept']} set(s)"
+    skipped = f"; {len(locked)} locked set(s) skipped" if locked else ""
+    result["msg"] = f"{'would delete' if module.check_mode else 'deleted'} {counts}{skipped}"
     return result
 
 

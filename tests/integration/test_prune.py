@@ -33,7 +33,7 @@ def test_dry_run_plans_with_reasons_and_deletes_nothing(target):
     assert plan[old]["action"] == "delete" and plan[old]["reasons"] == ["outside every retention rule"]
     assert plan[recent]["reasons"] == ["within 365 days"]
     assert plan[forever]["action"] == "keep" and plan[forever]["reasons"] == ["tagged keep"]
-    assert result["deleted"] == [old] and result["changed"]
+    assert result["would_delete"] == [old] and result["deleted"] == [] and result["changed"]
     assert sorted(o.key for o in storage.list("")) == before
 
 
@@ -122,7 +122,8 @@ def test_unfinished_multipart_uploads_are_aborted(svc, s3_url, s3):
     s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}/config/app/20260101T000000Z-0000/data")
     args = {"storage_url": s3_url, "incomplete_grace_hours": 0}
     planned = run_module("s3_backup_prune", args, module_env(svc), check_mode=True)
-    assert planned["partial_uploads"] == ["config/app/20260101T000000Z-0000/data"]
+    assert planned["would_delete_partial_uploads"] == ["config/app/20260101T000000Z-0000/data"]
+    assert planned["partial_uploads"] == []
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads")
     run_module("s3_backup_prune", args, module_env(svc))
     assert not s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads")
