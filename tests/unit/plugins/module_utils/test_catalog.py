@@ -255,5 +255,5 @@ def test_get_set_for_an_unknown_source_names_the_sources_that_have_backups(stora
 
 def test_not_found_on_a_storage_without_the_kind_says_no_source_has_it(storage):
     make_set(storage, at(1), source="app01")
-    with pytest.raises(NotFoundError, match=r"redis-rdb backup for source cache01 .*; no source has complete redis-rdb"):
+    with pytest.raises(NotFoundError, match=r"for source cache01 .*; no source has complete redis-rdb"):
         latest(storage, "redis-rdb", "cache01")
