@@ -138,3 +138,23 @@ def test_s3_delete_goes_in_batches_of_at_most_1000_keys(svc, s3_url, s3):
     storage = s3_storage(svc, s3_url)
     assert storage.delete(keys) == {}
     assert list(storage.list("")) == []
+
+
+def test_check_mode_says_what_it_would_delete_and_a_real_run_deletes_exactly_that(target):
+    """would_delete / would_delete_partial_uploads in check mode, deleted and partial_uploads stay empty, the msg
+    says "would delete"; the storage is untouched, and the real run then deletes what the check named."""
+    url, storage, env = target
+    old, older = make_set(storage, 400), make_set(storage, 500)
+    make_set(storage, 3)
+    abandoned = make_set(storage, 5, commit=False)
+    before = sorted((o.key, o.size) for o in storage.list(""))
+    planned = run_module("s3_backup_prune", {"storage_url": url}, env, check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert sorted(planned["would_delete"]) == sorted([old, older, abandoned])
+    assert planned["deleted"] == [] and planned["partial_uploads"] == [] and planned["changed"] is True
+    assert planned["msg"].startswith("would delete 3 set(s) and ")
+    assert sorted((o.key, o.size) for o in storage.list("")) == before
+    done = run_module("s3_backup_prune", {"storage_url": url}, env)
+    assert done["rc"] == 0, done
+    assert sorted(done["deleted"]) == sorted(planned["would_delete"]) and "would_delete" not in done
+    assert done["msg"].startswith("deleted 3 set(s) and ")
