@@ -145,16 +145,20 @@ stored_bytes:
   type: int
 first_ts:
   description: Oplog position before the dump read anything (C(t), C(i), C(iso)); null without oplog.
-  returned: success and not check mode
+  returned: success and not check mode; with O(import_path) also in check mode
   type: dict
 last_ts:
   description: The consistent point - a restore with oplog replay gives the data as of this oplog position.
-  returned: success and not check mode
+  returned: success and not check mode; with O(import_path) also in check mode
   type: dict
 oplog_entries:
   description: Oplog entries captured during the dump.
   returned: success and not check mode
   type: int
+gzipped:
+  description: With O(import_path) in check mode, whether the archive file is gzip-compressed.
+  returned: check mode with O(import_path)
+  type: bool
 duration:
   description: Seconds the backup took.
   returned: success and not check mode

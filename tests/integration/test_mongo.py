@@ -643,3 +643,21 @@ def test_dump_and_restore_check_mode_report_the_plan_and_write_nothing(env, file
     assert "collections" not in plan and "oplog_applied" not in plan
     assert stored_objects(file_url) == before
     assert list(out.cm_a.people.find()) == [{"_id": "kept"}]
+
+
+def test_import_check_mode_reads_the_archive_and_stores_nothing(env, file_url, tmp_path, mongo_server):
+    """import_path in check mode: the archive is read and checked as for a real import, changed is reported,
+    and the storage stays empty."""
+    source = mongo_server("source")
+    pymongo.MongoClient(source.url).imp.docs.insert_many([{"_id": i} for i in range(40)])
+    assert run_module("mongo_dump", dict(storage_url=file_url, uri=source.url, compression="gzip"), env)["rc"] == 0
+    (tmp_path / "nightly.archive").write_bytes(gunzipped_archive(file_url))
+    store = tmp_path / "import-store"
+    store.mkdir()
+    args = dict(storage_url=f"file://{store}", import_path=str(tmp_path / "nightly.archive"), source_name="legacy")
+    planned = run_module("mongo_dump", args, env, check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["gzipped"] is False
+    assert [(c["ns"], c["documents"]) for c in planned["collections"]] == [("imp.docs", 40)]
+    assert planned["location"] == f"file://{store}/mongo-full/legacy/" and "would register" in planned["msg"]
+    assert stored_objects(f"file://{store}") == []
