@@ -345,6 +345,18 @@ def set_order(bset: BackupSet) -> tuple[datetime.datetime, str]:
     return (bset.time, bset.backup_id)
 
 
+def sources_note(storage: Storage, kind: str) -> str:
+    """``"; sources with <kind> backups: a, b"`` for a not-found message: which names a restore could use.
+
+    A restore on a new host (disaster recovery) whose source name does not match the old one's is
+    told the names that exist, rather than only that its own has none.
+    """
+    sources = sorted({s.source for s in list_sets(storage, kind) if s.complete})
+    if not sources:
+        return f"; no source has complete {kind} backups there"
+    return f"; sources with {kind} backups: {', '.join(sources)}"
+
+
 def _only_source(sets: list[BackupSet], kind: str) -> str:
     sources = sorted({s.source for s in sets})
     if len(sources) > 1:
@@ -378,7 +390,8 @@ def latest(
         where = f" for source {source}" if source else ""
         when = f" at or before {iso(before)}" if before else ""
         why = f" ({len(broken)} broken, the newest {broken[-1].prefix}: {broken[-1].error})" if broken else ""
-        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}{why}")
+        note = sources_note(storage, kind)
+        raise NotFoundError(f"no complete {kind} backup{where}{when} in {storage.url}{why}{note}")
     chosen = max(sets, key=set_order)
     started = (backup_id_time(chosen.backup_id), chosen.backup_id)
     passed_over = [s for s in broken if (backup_id_time(s.backup_id), s.backup_id) > started]
@@ -395,7 +408,8 @@ def get_set(
     backup_id_time(backup_id)
     matches = [s for s in list_sets(storage, kind, source, trust) if s.backup_id == backup_id]
     if not matches:
-        raise NotFoundError(f"no {kind} backup {backup_id} in {storage.url}")
+        where = f" for source {source}" if source else ""
+        raise NotFoundError(f"no {kind} backup {backup_id}{where} in {storage.url}{sources_note(storage, kind)}")
     if len(matches) > 1:
         raise ConfigurationError(f"backup id {backup_id} exists for several sources: set source_name")
     bset = matches[0]

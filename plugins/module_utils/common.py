@@ -272,6 +272,17 @@ class BackupModule(AnsibleModule):
             raise ConfigurationError("trusted_signers and trusted_signers_file hold no ssh-ed25519 public key")
         return keys
 
+    def planned_set(self, kind: str, source: str) -> dict:
+        """The check-mode result fields of a backup module: what a real run would write, and where.
+
+        The storage is only read (to prove it can be reached, as the real run needs); nothing is
+        written. ``changed`` is true because a real run writes a new set; ``backup_id`` is empty
+        because none was made; ``location`` is the path the new set's id would be added to.
+        """
+        storage = self.open_storage()
+        storage.check()
+        return dict(changed=True, backup_id="", kind=kind, location=f"{storage.url}/{kind}/{source}/")
+
     def find_set(self, storage, kind: str):
         """The set a restore module was asked for: ``backup_id``, else the latest (``before`` a time).
 
@@ -333,6 +344,19 @@ class BackupModule(AnsibleModule):
 
 
 def default_source_name(*parts: str) -> str:
-    """A stable, credential-free source name made of the given parts."""
-    name = "-".join(p for p in parts if p) or os.uname().nodename
+    """A stable, credential-free source name made of the given parts (joined by ``-``).
+
+    The rule every module follows: the default names what is backed up by its own stable identity
+    (replica set name, cluster id, the configured host and port), never by the name of the machine
+    the module happens to run on, which changes when a site is rebuilt on new hosts. Only a module
+    whose data *is* the machine's (configuration files) passes :func:`host_name` itself.
+    """
+    name = "-".join(p for p in parts if p)
+    if not name:
+        raise ConfigurationError("no source name could be derived: set source_name")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "default"
+
+
+def host_name() -> str:
+    """This machine's host name: the default source of backups whose data is the machine's own (config files)."""
+    return os.uname().nodename

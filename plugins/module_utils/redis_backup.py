@@ -16,7 +16,6 @@ Redis is started again.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import socket
@@ -159,14 +158,12 @@ class Connection:
         return sock
 
     def source_name(self) -> str:
-        """Default source name: the host (this machine's name for a loopback address) and the port."""
-        host = self.host
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(host).is_loopback:
-                host = os.uname().nodename
-        if host == "localhost":
-            host = os.uname().nodename
-        return default_source_name(host, str(self.port))
+        """Default source name: the configured host and port, as given (``127.0.0.1-6379``).
+
+        Never the name of the machine the module runs on: a rebuilt site runs on new machines, and
+        the server's own identity is where it was configured to be.
+        """
+        return default_source_name(self.host, str(self.port))
 
 
 def connection_from_params(params: dict) -> Connection:

@@ -40,15 +40,22 @@ options:
     type: list
     elements: str
     default: [".env", ".env.*", "*.key", "*.pem", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "keys", "secrets"]
+  source_name:
+    description:
+      - Stable, credential-free name of what is backed up; the storage path segment after the kind.
+      - Defaults to the host name of the machine the module runs on - the one default of the collection that is a
+        machine's name, because configuration files belong to their machine. On a rebuilt site give the old name
+        (the roles pass C(caas_backup_source_name), else the inventory hostname).
+    type: str
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.write
 attributes:
   check_mode:
     support: full
-    description: Lists what would be archived and writes nothing.
-notes:
-  - The source name defaults to the host name.
+    description:
+      - Lists what would be archived (names, file count, bytes) and where, reports C(changed=true) (a real run writes
+        a new set), and writes nothing; the storage is only read, to check it can be reached.
 seealso:
   - module: caas.backup.config_restore
 """
@@ -70,22 +77,30 @@ backup_id:
   returned: always
   type: str
   sample: 20260221T020000.412Z-3f9a
+kind:
+  description: V(config).
+  returned: always
+  type: str
+msg:
+  description: In check mode, what a real run would write (C(would write a config backup of N files ...)).
+  returned: check mode
+  type: str
 source:
   description: Source name the set is stored under.
   returned: always
   type: str
   sample: app01
 location:
-  description: Storage path of the set.
-  returned: success and not check mode
+  description: Storage path of the set; in check mode the path the new set's id would be added to.
+  returned: success
   type: str
   sample: s3://caas-backups/prod/config/app01/20260221T020000.412Z-3f9a
 files:
-  description: Number of regular files archived.
+  description: Number of regular files archived (in check mode, that would be).
   returned: always
   type: int
 bytes:
-  description: Bytes of file content archived (before compression).
+  description: Bytes of file content archived, or in check mode that would be (before compression).
   returned: always
   type: int
 stored_bytes:
@@ -93,7 +108,7 @@ stored_bytes:
   returned: success and not check mode
   type: int
 names:
-  description: Relative names of everything archived.
+  description: Relative names of everything archived (in check mode, that would be).
   returned: always
   type: list
   elements: str
@@ -118,6 +133,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     BackupModule,
     ConfigurationError,
     default_source_name,
+    host_name,
 )
 from ansible_collections.caas.backup.plugins.module_utils.files import DEFAULT_SECRETS, secrets_in, select, write_tar
 
@@ -133,10 +149,11 @@ def run(module: BackupModule) -> dict:
             f"{len(secret_names)} secret file(s) selected ({', '.join(secret_names[:5])}) "
             "but no encryption_recipients: refusing to store secrets in the clear"
         )
-    source = p["source_name"] or default_source_name()
+    source = p["source_name"] or default_source_name(host_name())
     result = dict(
-        changed=not module.check_mode,
+        changed=True,
         backup_id="",
+        kind="config",
         source=source,
         files=selection.files,
         bytes=selection.bytes,
@@ -145,7 +162,12 @@ def run(module: BackupModule) -> dict:
         encrypted=encrypted,
     )
     if module.check_mode:
-        return result
+        result.update(module.planned_set("config", source))
+        return dict(
+            result,
+            msg=f"would write a config backup of {selection.files} file(s), {selection.bytes} bytes "
+            f"({len(selection.names)} names) to {result['location']}",
+        )
 
     from ansible_collections.caas.backup.plugins.module_utils.catalog import write_set
 

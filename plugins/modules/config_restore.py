@@ -35,7 +35,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Verifies the backup and lists what would be created or updated, writing nothing.
+    description:
+      - Verifies the backup and lists what would be created or updated, writing nothing. C(changed) is what a real
+        run would report - true when any member would be created or updated.
 seealso:
   - module: caas.backup.config_backup
 """
@@ -72,6 +74,10 @@ backup_time:
   returned: always
   type: str
   sample: "2026-02-21T02:00:07Z"
+msg:
+  description: In check mode, the set that would be restored and what would change.
+  returned: check mode
+  type: str
 created:
   description: Names that did not exist in O(dest) (and were, or would be, written).
   returned: always
@@ -113,7 +119,7 @@ def run(module: BackupModule) -> dict:
         if changes and not module.check_mode:
             with copy.reader(identities) as reader:
                 extract(reader, p["dest"], set(changes))
-    return dict(
+    result = dict(
         changed=bool(changes),
         backup_id=bset.backup_id,
         source=bset.source,
@@ -123,6 +129,12 @@ def run(module: BackupModule) -> dict:
         unchanged=len(plan["same"]),
         duration=round(time.monotonic() - started, 3),
     )
+    if module.check_mode:
+        result["msg"] = (
+            f"would restore config backup {bset.backup_id} of {bset.source} ({result['backup_time']}) into "
+            f"{p['dest']}: {len(plan['create'])} created, {len(plan['update'])} updated, {len(plan['same'])} unchanged"
+        )
+    return result
 
 
 def main() -> None:

@@ -51,6 +51,13 @@ options:
         O(caas.backup.kafka_topic_restore#module:offsets=timestamp).
     type: bool
     default: true
+  source_name:
+    description:
+      - Stable, credential-free name of what is backed up; the storage path segment after the kind.
+      - Defaults to C(kafka-<cluster id>), the cluster's own identity (never the name of the machine the module runs
+        on); V(kafka-cluster) for a broker that reports no cluster id. A rebuilt cluster has a new id, so restores
+        on a new site give the old name (the roles pass C(caas_backup_source_name)).
+    type: str
 extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
@@ -58,9 +65,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reads the cluster and reports what would be exported; writes nothing.
+    description:
+      - Reads the cluster (the same reads as a real run) and reports what would be exported - topics, partitions,
+        groups and ACLs, with their counts in RV(facts) - and where, with C(changed=true) (a real run writes a new
+        set); the storage is only read, to check it can be reached, and nothing is written.
 notes:
-  - The source name defaults to the cluster id (C(kafka-<cluster id>)).
   - Brokers that do not report topic configs (DescribeConfigs answers without the configs every Apache Kafka broker
     describes) get a warning, and their topics' configs are not exported.
 seealso:
@@ -92,9 +101,21 @@ source:
   returned: always
   type: str
   sample: kafka-caas
+kind:
+  description: V(kafka-meta).
+  returned: always
+  type: str
 location:
-  description: Storage path of the set.
-  returned: success and not check mode
+  description: Storage path of the set; in check mode the path the new set's id would be added to.
+  returned: success
+  type: str
+facts:
+  description: The counts the manifest records (or would) - C(topics), C(partitions), C(groups), C(acls), C(cluster_id).
+  returned: success
+  type: dict
+msg:
+  description: In check mode, what a real run would write (C(would write a kafka-meta backup of N topics ...)).
+  returned: check mode
   type: str
 cluster_id:
   description: Id of the exported cluster.
@@ -154,16 +175,25 @@ def run(module: BackupModule) -> dict:
     facts = document_facts(doc)
     source = p["source_name"] or default_source_name("kafka", doc["cluster"]["cluster_id"] or "cluster")
     result = dict(
-        changed=not module.check_mode,
+        changed=True,
         backup_id="",
+        kind="kafka-meta",
         source=source,
         cluster_id=doc["cluster"]["cluster_id"],
         topics=sorted(doc["topics"]),
         partitions=facts["partitions"],
         groups=sorted(doc["groups"]),
         acls=facts["acls"],
+        facts=facts,
     )
-    if not module.check_mode:
+    if module.check_mode:
+        result.update(module.planned_set("kafka-meta", source))
+        result["msg"] = (
+            f"would write a kafka-meta backup of {facts['topics']} topic(s) ({facts['partitions']} partitions), "
+            f"{facts['groups']} consumer group(s) and {'no' if facts['acls'] is None else facts['acls']} ACL(s) "
+            f"to {result['location']}"
+        )
+    else:
         from ansible_collections.caas.backup.plugins.module_utils.catalog import write_set
 
         data = json.dumps(doc, indent=1, sort_keys=True).encode()

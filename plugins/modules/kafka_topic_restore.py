@@ -76,7 +76,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Verifies the backup and returns the plan (RV(plan)) without changing the cluster.
+    description:
+      - Verifies the backup and returns the set and the plan (RV(plan)) without changing the cluster. C(changed) is
+        what a real run would report - true when the plan has any change.
   diff_mode:
     support: full
     description: Shows each topic's and group's before and after.
@@ -156,6 +158,10 @@ groups:
   description: Offsets set (or that would be) per group, keyed by group id, then C(topic-partition).
   returned: always
   type: dict
+msg:
+  description: In check mode, the set that would be restored and how many changes it would make.
+  returned: check mode
+  type: str
 duration:
   description: Seconds the restore took.
   returned: always
@@ -248,6 +254,12 @@ def run(module: BackupModule) -> dict:
         groups=offsets,
         duration=round(time.monotonic() - started, 3),
     )
+    if module.check_mode:
+        result["msg"] = (
+            f"would restore kafka-meta backup {bset.backup_id} of {bset.source} ({result['backup_time']}): "
+            f"{len(plan)} change(s) - {len(result['created_topics'])} topic(s) created, {len(growing)} grown, "
+            f"{len(result['altered_topics'])} altered, {len(acls)} ACL(s), {len(offsets)} group(s) of offsets"
+        )
     if module._diff:
         result["diff"] = [topic_diff(a, target) for a in actions] + [
             group_diff(g, moves[g]["current"], moves[g]["wanted"]) for g in sorted(moves)

@@ -54,6 +54,13 @@ options:
       - Path of an existing C(mongodump --archive) file (gzip-compressed or not) to register as a backup set
         instead of dumping a server. No connection option is used then.
     type: path
+  source_name:
+    description:
+      - Stable, credential-free name of what is backed up; the storage path segment after the kind.
+      - Defaults to the replica set name the server reports, else to the configured C(host_port) (O(login_host) and
+        O(login_port), or the hosts of O(uri)) - never the name of the machine the module runs on. Required with
+        O(import_path).
+    type: str
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.write
@@ -61,9 +68,12 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Connects and lists the namespaces that would be dumped, writing nothing.
+    description:
+      - Connects and reports, with C(changed=true) (a real run writes a new set), every namespace that would be
+        dumped with its documents and bytes from the server's collection statistics (C(collStats); no document is
+        read), and where the set would go. Nothing is written; the storage is only read, to check it can be
+        reached. With O(import_path) the archive is read and checked as for a real import.
 notes:
-  - The source name defaults to the replica set name, else to host_port.
   - Views are dumped as their definition, time series collections as their buckets, as mongodump does.
 seealso:
   - module: caas.backup.mongo_restore
@@ -96,19 +106,35 @@ source:
   returned: always
   type: str
   sample: rs0
+kind:
+  description: V(mongo-full).
+  returned: always
+  type: str
 location:
-  description: Storage path of the set.
-  returned: success and not check mode
+  description: Storage path of the set; in check mode the path the new set's id would be added to.
+  returned: success
   type: str
 collections:
-  description: Per namespace - C(ns), C(type), C(documents) and C(bytes) (BSON bytes) dumped.
+  description:
+    - Per namespace - C(ns), C(type), C(documents) and C(bytes) (BSON bytes) dumped.
+    - In check mode what would be dumped, from the server's statistics, with C(stats) saying which answered -
+      V(collStats) (the server's counts and BSON data size), V(estimatedDocumentCount) (a server that refuses
+      C(collStats); C(bytes) is then null) or V(view) (a view has no documents of its own).
   returned: always
   type: list
   elements: dict
 documents:
-  description: Documents dumped, all collections together (oplog entries not included).
-  returned: success and not check mode
+  description: Documents dumped (in check mode, that would be), all collections together (oplog entries not included).
+  returned: success
   type: int
+oplog:
+  description: In check mode, whether the oplog written during the dump would be captured (O(oplog)).
+  returned: check mode
+  type: bool
+msg:
+  description: In check mode, what a real run would write (C(would write a mongo-full backup of N collections ...)).
+  returned: check mode
+  type: str
 bytes:
   description: BSON bytes of the archive stream, before compression.
   returned: success and not check mode
@@ -119,16 +145,20 @@ stored_bytes:
   type: int
 first_ts:
   description: Oplog position before the dump read anything (C(t), C(i), C(iso)); null without oplog.
-  returned: success and not check mode
+  returned: success and not check mode; with O(import_path) also in check mode
   type: dict
 last_ts:
   description: The consistent point - a restore with oplog replay gives the data as of this oplog position.
-  returned: success and not check mode
+  returned: success and not check mode; with O(import_path) also in check mode
   type: dict
 oplog_entries:
   description: Oplog entries captured during the dump.
   returned: success and not check mode
   type: int
+gzipped:
+  description: With O(import_path) in check mode, whether the archive file is gzip-compressed.
+  returned: check mode with O(import_path)
+  type: bool
 duration:
   description: Seconds the backup took.
   returned: success and not check mode
@@ -153,7 +183,7 @@ def _commit(module: BackupModule, source: str, write, facts: dict) -> dict:
         with backup.object(STEM) as out:
             facts.update(write(out))
         backup.commit(facts)
-    return dict(backup.result(), bytes=backup.objects[0]["raw_size"])
+    return dict(backup.result(), kind="mongo-full", bytes=backup.objects[0]["raw_size"])
 
 
 def _summary(facts: dict) -> dict:
@@ -179,7 +209,13 @@ def run_import(module: BackupModule, started: float) -> dict:
         source, gzipped = open_archive_file(path)
         with source:
             facts.update(import_archive(source, _Null(), path))
-        return dict(changed=False, backup_id="", source=p["source_name"], gzipped=gzipped, **_summary(facts))
+        result = dict(module.planned_set("mongo-full", p["source_name"]), source=p["source_name"], gzipped=gzipped)
+        result.update(_summary(facts))
+        result["msg"] = (
+            f"would register {path} ({len(result['collections'])} collection(s), {result['documents']} document(s)) "
+            f"as a mongo-full backup at {result['location']}"
+        )
+        return result
 
     def write(out) -> dict:
         source, gzipped = open_archive_file(path)
@@ -208,7 +244,7 @@ def run(module: BackupModule) -> dict:
 
     from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, source_name
-    from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import plan_dump, write_archive
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import estimate_dump, plan_dump, write_archive
 
     if p["parallel_collections"] < 1:
         raise ConfigurationError("parallel_collections must be at least 1")
@@ -217,12 +253,21 @@ def run(module: BackupModule) -> dict:
         plan = plan_dump(client, p["ns_include"], p["ns_exclude"], p["include_users_and_roles"], p["oplog"])
         source = source_name(p, client.admin.command("hello"))
         if module.check_mode:
-            return dict(
-                changed=False,
-                backup_id="",
+            collections = estimate_dump(client, plan)
+            result = dict(
+                module.planned_set("mongo-full", source),
                 source=source,
-                collections=[dict(c, documents=0, bytes=0) for c in plan.summary()],
+                collections=collections,
+                documents=sum(c["documents"] for c in collections),
+                oplog=p["oplog"],
             )
+            known = [c["bytes"] for c in collections if c["bytes"] is not None]
+            result["msg"] = (
+                f"would write a mongo-full backup of {len(collections)} collection(s), {result['documents']} "
+                f"document(s), {sum(known)} BSON bytes{'' if len(known) == len(collections) else ' (some unknown)'}"
+                f"{' with the oplog of the dump' if p['oplog'] else ''} to {result['location']}"
+            )
+            return result
         facts: dict = {
             "server_version": plan.server_version,
             "replica_set": plan.replica_set,

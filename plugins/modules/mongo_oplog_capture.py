@@ -46,6 +46,12 @@ options:
       - Directory of the lock file C(caas-oplog-<source>.lock). Default C(/run/lock) when writable, else the
         temporary directory.
     type: path
+  source_name:
+    description:
+      - Stable, credential-free name of what is backed up; the storage path segment after the kind.
+      - Defaults, as for M(caas.backup.mongo_dump), to the replica set name the server reports, else to the
+        configured C(host_port) - never the name of the machine the module runs on.
+    type: str
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.write
@@ -53,10 +59,13 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Finds the position and checks the chain, writing nothing.
+    description:
+      - Finds the position the capture would continue from, checks the chain (failing as a real run would), and
+        counts the entries pending up to the majority commit point; C(changed) is whether a slice would be written.
+        Nothing is written and no lock is taken; the source and the storage are only read.
 notes:
-  - The source name defaults to the replica set name, else to host_port, as for M(caas.backup.mongo_dump), so
-    slices pair with the full backups of the same server (retention keeps the slices a kept full backup needs).
+  - Slices pair with the full backups of the same source name (retention keeps the slices a kept full backup
+    needs), so the capture and the dump must use the same one.
   - A call that finds no new majority-committed entry writes no slice and reports C(changed=false).
 seealso:
   - module: caas.backup.mongo_oplog_restore
@@ -90,6 +99,32 @@ source:
   description: Source name the slices are stored under.
   returned: always
   type: str
+kind:
+  description: V(mongo-oplog).
+  returned: check mode
+  type: str
+location:
+  description: Storage path of the slice written; in check mode the path a new slice's id would be added to.
+  returned: check mode, or when a slice was written
+  type: str
+continues:
+  description: In check mode, what the capture would continue - V(slice <id>) or V(full backup <id>).
+  returned: check mode
+  type: str
+up_to_ts:
+  description: In check mode, the majority commit point a slice written now would end at.
+  returned: check mode
+  type: dict
+pending_ops:
+  description:
+    - In check mode, the oplog entries after RV(from_ts) up to RV(up_to_ts), counted now - what a slice written now
+      would hold (a real run a moment later holds at least as many while the server is written to).
+  returned: check mode
+  type: int
+msg:
+  description: In check mode, what a real run would write.
+  returned: check mode
+  type: str
 chain_broken:
   description: Whether the oplog has rolled past the last captured position (the module then fails).
   returned: always
@@ -104,11 +139,11 @@ first_ts:
   type: dict
 last_ts:
   description: The last entry captured (the position the next capture starts after).
-  returned: success
+  returned: success and not check mode
   type: dict
 ops:
   description: Oplog entries captured (all slices together with O(follow=true)).
-  returned: success
+  returned: success and not check mode
   type: int
 base_backup_id:
   description: The newest full backup whose consistent point is at or before the captured position.
@@ -145,21 +180,23 @@ def run(module: BackupModule) -> dict:
     client = connect(p)
     try:
         source = source_name(p, client.admin.command("hello"))
-        with pitr.capture_lock(source, p["lock_dir"]):
-            if module.check_mode:
-                oldest = pitr.oldest_entry(client)
-                position = pitr.capture_position(storage, source, oldest)
-                pitr.check_chain(position, oldest, source)
-                return dict(
-                    changed=True,
-                    backup_id="",
-                    source=source,
-                    chain_broken=False,
-                    from_ts=pitr.ts_fact(position.ts),
-                    last_ts=pitr.ts_fact(position.ts),
-                    ops=0,
-                    base_backup_id=position.base_backup_id,
+        if module.check_mode:
+            # No lock: a check only reads, and must not fail because a capture (from a timer) is running.
+            result = pitr.plan_capture(client, storage, source)
+            result.update(
+                module.planned_set("mongo-oplog", source),
+                changed=result["changed"] or p["follow"],
+                msg=(
+                    f"would write a mongo-oplog slice of about {result['pending_ops']} entries"
+                    if result["pending_ops"]
+                    else "would write no slice now (no new majority-committed entry)"
                 )
+                + f", continuing {result['continues']} from {result['from_ts']['iso']} (majority point "
+                f"{result['up_to_ts']['iso']})"
+                + (f", then a slice every {p['slice_seconds']}s for {p['duration']}s" if p["follow"] else ""),
+            )
+            return dict(result, duration=round(time.monotonic() - started, 3))
+        with pitr.capture_lock(source, p["lock_dir"]):
             options, tags = module.write_options(), p["tags"]
             if p["follow"]:
                 slices = pitr.follow(client, storage, source, options, tags, p["duration"], p["slice_seconds"])

@@ -56,7 +56,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Returns the plan - base backup, slices, op counts, the restorable window - and changes nothing.
+    description:
+      - Downloads and checks the base backup and every slice, connects to the target to resolve the replay method,
+        and returns the plan with C(changed=true) - the base backup (id, time, consistent point), the slices it
+        would replay (ids, first and last timestamps, op counts), the resolved target, the method and the
+        restorable window. Nothing on the target is changed, and no RV(restored_to) is returned.
 notes:
   - Restore into an empty server, or one whose collections the base backup replaces; collections created after
     the base backup come from the replay.
@@ -99,10 +103,27 @@ base_backup_id:
   description: The full backup restored (or replayed onto with O(skip_base)).
   returned: always
   type: str
+base_backup_time:
+  description: When the base full backup was taken (ISO 8601 UTC).
+  returned: always
+  type: str
 base_consistent_ts:
   description: Its consistent point.
   returned: always
   type: dict
+source:
+  description: Source name of the restored sets.
+  returned: always
+  type: str
+dropped:
+  description: Target namespaces dropped (or that would be) before the base backup is restored.
+  returned: unless O(skip_base)
+  type: list
+  elements: str
+msg:
+  description: In check mode, the plan in one line - base backup, slices, target and method.
+  returned: check mode
+  type: str
 slices:
   description: The slices replayed, in order - C(backup_id), C(first_ts), C(last_ts), C(ops).
   returned: always
@@ -156,6 +177,14 @@ def run(module: BackupModule) -> dict:
         check_mode=module.check_mode,
     )
     result.update(changed=True, source=plan.chain.base.source, duration=round(time.monotonic() - started, 3))
+    if module.check_mode:
+        result["msg"] = (
+            f"would restore {result['source']} to just before {result['target_ts']['iso']} "
+            f"({result['target_ts']['t']}, {result['target_ts']['i']}): "
+            + ("the server's data as of " if p["skip_base"] else "restore ")
+            + f"base backup {result['base_backup_id']} ({result['base_backup_time']}), then replay "
+            f"{len(result['slices'])} slice(s) of {result['slice_ops']} entries with {result['replay_method']}"
+        )
     return result
 
 

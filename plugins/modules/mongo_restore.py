@@ -79,7 +79,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Verifies the backup and reports what would be restored and what would be dropped.
+    description:
+      - Verifies the backup (sha256 and every namespace's CRC), connects to the target, and reports the set, what
+        would be restored and what would be dropped, with C(changed=true) (a real run writes); nothing is written.
 seealso:
   - module: caas.backup.mongo_dump
 """
@@ -115,6 +117,10 @@ source:
 backup_time:
   description: When the restored set was taken (ISO 8601 UTC).
   returned: always
+  type: str
+msg:
+  description: In check mode, the set that would be restored, how many namespaces and documents, and the drops.
+  returned: check mode
   type: str
 consistent_ts:
   description: The oplog position the restored data corresponds to (C(t), C(i), C(iso)); null without oplog.
@@ -200,7 +206,15 @@ def run(module: BackupModule) -> dict:
             if not restore_plan.oplog_entries:
                 result["consistent_ts"] = None if prelude.get(("", "oplog")) is None else result["consistent_ts"]
             if module.check_mode:
-                return dict(result, changed=bool(targets), duration=round(time.monotonic() - started, 3))
+                documents = sum(n.get("documents") or 0 for n in result["namespaces"])
+                return dict(
+                    result,
+                    changed=True,
+                    msg=f"would restore mongo-full backup {bset.backup_id} of {bset.source} ({result['backup_time']}): "
+                    f"{len(result['namespaces'])} namespace(s), {documents} document(s), "
+                    f"{len(restore_plan.drop)} dropped first",
+                    duration=round(time.monotonic() - started, 3),
+                )
             with copy.reader(identities) as reader:
                 done = restore_archive(
                     client,

@@ -59,7 +59,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Downloads and checks the backup, and returns the plan; Redis and its files are not touched.
+    description:
+      - Downloads and checks the backup, and returns the set and the plan with C(changed=true) (a real run replaces
+        the data); Redis and its files are not touched.
 notes:
   - The data kept aside lives in C(.caas-rollback-*) in the data directory until the restore succeeds, so the
     data directory needs room for a second copy.
@@ -113,6 +115,10 @@ steps:
   returned: success and not check mode
   type: list
   elements: str
+msg:
+  description: In check mode, the set that would be restored and its key count.
+  returned: check mode
+  type: str
 backup_facts:
   description: The backup's manifest facts plus what the check found (C(rdb_version), C(crc64), C(redis_check_rdb)).
   returned: always
@@ -156,7 +162,7 @@ def run(module: BackupModule) -> dict:
     identities = module.identities()
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
     result = dict(
-        changed=not module.check_mode,
+        changed=True,
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),
@@ -172,7 +178,13 @@ def run(module: BackupModule) -> dict:
             else:
                 with tempfile.TemporaryDirectory() as scratch:
                     extract_aof(reader, f"{scratch}/aof", target.appendfilename + ".manifest")
-            return dict(result, duration=round(time.monotonic() - started, 3))
+            keys = bset.facts.get("keys")
+            return dict(
+                result,
+                msg=f"would restore {kind} backup {bset.backup_id} of {bset.source} ({result['backup_time']}, "
+                f"{keys if keys is not None else 'unknown'} keys) into Redis at {conn.address}",
+                duration=round(time.monotonic() - started, 3),
+            )
         result["backup_facts"] = dict(bset.facts, **restore.stage(reader))
     loaded = restore.apply()
     for warning in restore.warnings:

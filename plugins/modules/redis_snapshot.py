@@ -48,6 +48,14 @@ options:
         Redis host; automatic AOF rewrites are held off while the files are copied.
     type: bool
     default: false
+  source_name:
+    description:
+      - Stable, credential-free name of what is backed up; the storage path segment after the kind.
+      - Defaults to the host and port the module was told to connect to, as given (O(login_host) and O(login_port),
+        or those of O(url)) - V(127.0.0.1-6379), V(redis01.internal-6379) - never the name of the machine the module
+        runs on. The roles pass C(caas_backup_source_name), else the inventory hostname, so a rebuilt site finds its
+        backups.
+    type: str
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.write
@@ -55,9 +63,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Connects, reports the server's facts and what would be copied, and writes nothing.
+    description:
+      - Connects (C(INFO) only), reports the method, the server's facts with the key count that would be copied,
+        and where the set would go, with C(changed=true) (a real run writes a new set). No C(BGSAVE), no
+        replication handshake, no file is copied; the storage is only read, to check it can be reached.
 notes:
-  - The source name defaults to the host name (this machine's for a loopback address) and the port.
   - With O(aof=true) only automatic rewrites are held off; a C(BGREWRITEAOF) someone else issues during the copy
     is not prevented (the copy then fails or holds files of the old generation, which Redis still loads).
 seealso:
@@ -100,8 +110,12 @@ source:
   returned: always
   type: str
 location:
-  description: Storage path of the set.
-  returned: success and not check mode
+  description: Storage path of the set; in check mode the path the new set's id would be added to.
+  returned: success
+  type: str
+msg:
+  description: In check mode, what a real run would write (C(would write a redis-rdb backup (bgsave) of N keys ...)).
+  returned: check mode
   type: str
 method:
   description: V(bgsave), V(replication) or V(aof).
@@ -115,6 +129,8 @@ facts:
   description:
     - What the manifest records - C(redis_version), C(rdb_version), C(rdb_size), C(crc64), C(keys_per_db),
       C(keys), C(expires), C(keys_exact), C(used_memory) (and C(aof_files) for an AOF).
+    - In check mode the server's C(redis_version), C(used_memory), C(keys_per_db), C(keys) (all databases, as
+      C(DBSIZE) of each summed) and C(expires), read with C(INFO).
   returned: always
   type: dict
 stored_bytes:
@@ -152,10 +168,15 @@ def run(module: BackupModule) -> dict:
     kind = "redis-aof" if p["aof"] else "redis-rdb"
     before = server_facts(conn)
     source = p["source_name"] or conn.source_name()
-    result = dict(changed=not module.check_mode, backup_id="", kind=kind, source=source, method=method)
+    result = dict(changed=True, backup_id="", kind=kind, source=source, method=method)
     facts = {k: before[k] for k in ("redis_version", "used_memory", "keys_per_db", "keys", "expires")}
     if module.check_mode:
-        return dict(result, facts=facts)
+        result.update(module.planned_set(kind, source), facts=facts)
+        result["msg"] = (
+            f"would write a {kind} backup ({method}) of {facts['keys']} key(s) in {len(facts['keys_per_db'])} "
+            f"database(s), Redis {facts['redis_version']} at {conn.address}, to {result['location']}"
+        )
+        return result
 
     storage = module.open_storage()
     storage.check()

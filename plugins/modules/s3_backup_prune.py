@@ -61,7 +61,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: The dry-run plan, with a reason per set; nothing is deleted.
+    description:
+      - The dry-run plan, with a reason per set; nothing is deleted. What a real run would delete is in
+        RV(would_delete) and RV(would_delete_partial_uploads) (RV(deleted) and RV(partial_uploads) stay empty), and
+        C(changed) is what the real run would report.
 seealso:
   - module: caas.backup.backup_info
 """
@@ -93,10 +96,24 @@ plan:
     - {kind: config, source: app01, backup_id: 20250101T020000.412Z-3f9a, time: "2025-01-01T02:00:09Z", complete: true,
        verified: null, action: delete, reasons: [outside every retention rule]}
 deleted:
-  description: Sets deleted (or, in check mode, that would be), as C(<kind>/<source>/<backup_id>).
+  description: Sets deleted, as C(<kind>/<source>/<backup_id>); always empty in check mode (see RV(would_delete)).
   returned: always
   type: list
   elements: str
+would_delete:
+  description: In check mode, the sets a real run would delete, as C(<kind>/<source>/<backup_id>).
+  returned: check mode
+  type: list
+  elements: str
+would_delete_partial_uploads:
+  description: In check mode, the leftovers of failed writes a real run would remove.
+  returned: check mode
+  type: list
+  elements: str
+msg:
+  description: What was deleted (C(deleted N set(s) ...)), or in check mode what would be (C(would delete N ...)).
+  returned: success
+  type: str
 kept:
   description: Number of sets kept.
   returned: always
@@ -112,8 +129,8 @@ failed:
   type: dict
 partial_uploads:
   description:
-    - Leftovers of failed or killed writes removed (in check mode, that would be) - unfinished multipart uploads,
-      partial files, and empty directories (ending in C(/)).
+    - Leftovers of failed or killed writes removed - unfinished multipart uploads, partial files, and empty
+      directories (ending in C(/)); always empty in check mode (see RV(would_delete_partial_uploads)).
   returned: always
   type: list
   elements: str
@@ -187,19 +204,24 @@ def run(module: BackupModule) -> dict:
     result = dict(
         changed=bool(doomed or partial),
         plan=[d.as_dict() for d in decisions],
-        deleted=[b.prefix for b in doomed],
+        deleted=[] if module.check_mode else [b.prefix for b in doomed],
         kept=sum(d.keep for d in decisions),
         locked=locked,
         failed=failed,
-        partial_uploads=partial,
+        partial_uploads=[] if module.check_mode else partial,
         abandoned=abandoned(sets, partial, now, grace),
         pitr_warnings=warnings,
     )
+    if module.check_mode:
+        result.update(would_delete=[b.prefix for b in doomed], would_delete_partial_uploads=partial)
     if failed:
         raise StorageError(
             f"{len(failed)} object(s) could not be deleted, e.g. {next(iter(failed))}: {next(iter(failed.values()))}",
             **result,
         )
+    counts = f"{len(doomed)} set(s) and {len(partial)} partial upload(s), keeping {result['kept']} set(s)"
+    skipped = f"; {len(locked)} locked set(s) skipped" if locked else ""
+    result["msg"] = f"{'would delete' if module.check_mode else 'deleted'} {counts}{skipped}"
     return result
 
 

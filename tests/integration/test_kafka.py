@@ -403,3 +403,48 @@ def test_backup_verify_parses_the_export_and_checks_its_counts(svc, s3_url, age_
     s3_storage(svc, s3_url).put_bytes(f"{bset.prefix}/manifest.json", json.dumps(manifest).encode())
     result = run_module("backup_verify", args, module_env(svc))
     assert result["rc"] == 1 and "the Kafka export holds 5 partitions but the manifest says 9" in result["msg"]
+
+
+def stored_objects(svc, s3_url):
+    """Every object under the test's S3 prefix with its size, listed with boto3: what check mode must leave."""
+    bucket, prefix = s3_url[len("s3://") :].split("/", 1)
+    pages = (
+        services.s3_client(svc["CAAS_S3_ENDPOINT"])
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    )
+    return sorted((o["Key"], o["Size"]) for page in pages for o in page.get("Contents", ()))
+
+
+def test_export_and_restore_check_mode_report_the_plan_and_write_nothing(svc, s3_url, broker):
+    """kafka_topic_export in check mode: changed, the topics, partitions and groups (and their counts) a real
+    export then stores, where it would go; nothing stored. kafka_topic_restore in check mode: the set and its
+    plan, changed as the real run reports it; the target cluster unchanged."""
+    kafka, target = broker(), broker()
+    create(kafka.url, orders=2, audit=1)
+    produce(kafka.url, "orders", ["a", "b"])
+    consume(kafka.url, "billing", "orders", 1)
+    args = {"storage_url": s3_url, "bootstrap_servers": [kafka.url]}
+    planned = run_module("kafka_topic_export", args, module_env(svc), check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["kind"] == "kafka-meta"
+    assert planned["topics"] == ["audit", "orders"] and planned["groups"] == ["billing"]
+    assert planned["facts"]["topics"] == 2 and planned["facts"]["partitions"] == 3 and planned["facts"]["groups"] == 1
+    assert planned["source"] == "kafka-caas" and planned["location"] == f"{s3_url}/kafka-meta/kafka-caas/"
+    assert planned["msg"].startswith("would write a kafka-meta backup of 2 topic(s) (3 partitions), 1 consumer group")
+    assert stored_objects(svc, s3_url) == []
+
+    made = export(svc, s3_url, kafka.url)
+    bset, _doc = stored_document(svc, s3_url)
+    assert {k: bset.facts[k] for k in ("topics", "partitions", "groups", "acls")} == {
+        k: planned["facts"][k] for k in ("topics", "partitions", "groups", "acls")
+    }
+    before = stored_objects(svc, s3_url)
+    restore_args = {"storage_url": s3_url, "bootstrap_servers": [target.url]}
+    plan = run_module("kafka_topic_restore", restore_args, module_env(svc), check_mode=True)
+    assert plan["rc"] == 0, plan
+    assert plan["changed"] is True and plan["backup_id"] == made["backup_id"] and plan["source"] == "kafka-caas"
+    assert plan["created_topics"] == ["audit", "orders"]
+    assert plan["msg"].startswith(f"would restore kafka-meta backup {made['backup_id']} of kafka-caas")
+    assert "2 topic(s) created" in plan["msg"]
+    assert stored_objects(svc, s3_url) == before and layout(target.url) == {}

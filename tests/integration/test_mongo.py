@@ -599,3 +599,65 @@ def test_backup_verify_fails_on_a_damaged_archive(env, file_url, mongo_server):
     write_set(file_url, damaged, source=bset.source + "-damaged")
     result = run_module("backup_verify", {"storage_url": file_url, "source_name": bset.source + "-damaged"}, env)
     assert result["rc"] == 1 and "CRC" in result["msg"], result["msg"]
+
+
+def stored_objects(url):
+    """Every object of a file:// storage with its size: what check mode must leave as it was."""
+    root = Path(url[len("file://") :])
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+
+def test_dump_and_restore_check_mode_report_the_plan_and_write_nothing(env, file_url, mongo_server):
+    """mongo_dump in check mode says changed and, per collection, the documents and BSON bytes the real dump then
+    writes (from collStats, which SecantusDB answers with count and size, so the estimatedDocumentCount fallback
+    for servers that refuse collStats does not run here); mongo_restore in check mode names the set and what it
+    would drop. Neither writes to the storage, and the restore target is untouched."""
+    source = mongo_server("source")
+    seed(pymongo.MongoClient(source.url), "cm")
+    args = dict(storage_url=file_url, uri=source.url)
+    planned = run_module("mongo_dump", args, env, check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["kind"] == "mongo-full"
+    assert planned["source"] == "secantus" and planned["location"] == f"{file_url}/mongo-full/secantus/"
+    assert planned["oplog"] is True and "would write a mongo-full backup of 6 collection(s)" in planned["msg"]
+    assert stored_objects(file_url) == []
+    stats = {c["ns"]: c["stats"] for c in planned["collections"]}
+    assert stats["cm_a.adults_view"] == "view" and stats["cm_a.people"] == "collStats"
+
+    dumped = run_module("mongo_dump", args, env)
+    assert dumped["rc"] == 0, dumped
+    want = {c["ns"]: (c["documents"], c["bytes"]) for c in dumped["collections"]}
+    assert {c["ns"]: (c["documents"], c["bytes"]) for c in planned["collections"]} == want
+    assert planned["documents"] == dumped["documents"] == 3000 + 3 + 50 + 5
+
+    target = mongo_server("target")
+    out = pymongo.MongoClient(target.url)
+    out.cm_a.people.insert_one({"_id": "kept"})
+    before = stored_objects(file_url)
+    plan = run_module("mongo_restore", dict(storage_url=file_url, uri=target.url, drop=True), env, check_mode=True)
+    assert plan["rc"] == 0, plan
+    assert plan["changed"] is True and plan["backup_id"] == dumped["backup_id"] and plan["source"] == "secantus"
+    assert plan["dropped"] == ["cm_a.people"]
+    assert sum(n["documents"] for n in plan["namespaces"]) == dumped["documents"]
+    assert plan["msg"].startswith(f"would restore mongo-full backup {dumped['backup_id']} of secantus")
+    assert "collections" not in plan and "oplog_applied" not in plan
+    assert stored_objects(file_url) == before
+    assert list(out.cm_a.people.find()) == [{"_id": "kept"}]
+
+
+def test_import_check_mode_reads_the_archive_and_stores_nothing(env, file_url, tmp_path, mongo_server):
+    """import_path in check mode: the archive is read and checked as for a real import, changed is reported,
+    and the storage stays empty."""
+    source = mongo_server("source")
+    pymongo.MongoClient(source.url).imp.docs.insert_many([{"_id": i} for i in range(40)])
+    assert run_module("mongo_dump", dict(storage_url=file_url, uri=source.url, compression="gzip"), env)["rc"] == 0
+    (tmp_path / "nightly.archive").write_bytes(gunzipped_archive(file_url))
+    store = tmp_path / "import-store"
+    store.mkdir()
+    args = dict(storage_url=f"file://{store}", import_path=str(tmp_path / "nightly.archive"), source_name="legacy")
+    planned = run_module("mongo_dump", args, env, check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["gzipped"] is False
+    assert [(c["ns"], c["documents"]) for c in planned["collections"]] == [("imp.docs", 40)]
+    assert planned["location"] == f"file://{store}/mongo-full/legacy/" and "would register" in planned["msg"]
+    assert stored_objects(f"file://{store}") == []

@@ -428,3 +428,74 @@ def test_backup_pitr_and_dr_playbooks(env, s3_url, age_key, mongo_server, tmp_pa
     assert snapshot(pymongo.MongoClient(fresh.url)) == expected
     [mongodb] = dr_report(reports)["components"]
     assert mongodb["data_time"] == ts_fact(Timestamp(target["t"], 0))["iso"] and mongodb["status"] == "PASS"
+
+
+def stored_objects(url):
+    """Every object of a file:// storage with its size: what check mode must leave as it was."""
+    root = Path(url[len("file://") :])
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+
+def test_capture_check_mode_reports_the_position_and_pending_entries(env, file_url, mongo_server, tmp_path):
+    """Check mode of a capture: the position it would continue from, the entries pending (as many as the real
+    capture then writes), changed; nothing stored, and no lock taken (a running capture does not fail it)."""
+    source = mongo_server("source")
+    client = pymongo.MongoClient(source.url)
+    client.app.items.insert_one({"_id": 0})
+    dumped = run_module("mongo_dump", dict(storage_url=file_url, uri=source.url), env)
+    assert dumped["rc"] == 0, dumped
+    base = dict(storage_url=file_url, uri=source.url, lock_dir=str(tmp_path))
+    idle = run_module("mongo_oplog_capture", base, env, check_mode=True)
+    assert idle["rc"] == 0 and idle["changed"] is False and idle["pending_ops"] == 0, idle
+    assert "would write no slice now" in idle["msg"]
+    client.app.items.insert_many([{"_id": i} for i in range(1, 8)])
+    before = stored_objects(file_url)
+    with pitr.capture_lock("secantus", str(tmp_path)):
+        planned = run_module("mongo_oplog_capture", base, env, check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["kind"] == "mongo-oplog"
+    assert planned["from_ts"] == dumped["last_ts"] and planned["continues"] == f"full backup {dumped['backup_id']}"
+    assert (
+        planned["base_backup_id"] == dumped["backup_id"] and planned["location"] == f"{file_url}/mongo-oplog/secantus/"
+    )
+    assert planned["up_to_ts"]["t"] >= planned["from_ts"]["t"] and "ops" not in planned
+    assert stored_objects(file_url) == before
+    done = run_module("mongo_oplog_capture", base, env)
+    assert done["rc"] == 0 and done["ops"] == planned["pending_ops"] == 7, (done, planned)
+
+
+def test_point_in_time_restore_check_mode_returns_the_plan_and_touches_nothing(env, file_url, mongo_server):
+    """Check mode of a PITR: the base set (id, time), the slices (ids, first/last ts), the resolved target and
+    the method (manual: SecantusDB has no applyOps), changed; no restored_to, the target server untouched."""
+    source = mongo_server("source")
+    client = pymongo.MongoClient(source.url)
+    client.shop.orders.insert_many([{"_id": i} for i in range(20)])
+    base = dict(storage_url=file_url, uri=source.url)
+    dumped = run_module("mongo_dump", base, env)
+    client.shop.orders.delete_many({"_id": {"$lt": 5}})
+    first = run_module("mongo_oplog_capture", base, env)
+    client.shop.orders.insert_one({"_id": "late"})
+    second = run_module("mongo_oplog_capture", base, env)
+    assert dumped["rc"] == first["rc"] == second["rc"] == 0, (dumped, first, second)
+    target_time = next_ts(client)
+    target = mongo_server("target")
+    pymongo.MongoClient(target.url).other.docs.insert_one({"_id": "before"})
+    untouched = snapshot(pymongo.MongoClient(target.url))
+    before = stored_objects(file_url)
+    args = dict(storage_url=file_url, uri=target.url, target_time=target_time)
+    plan = run_module("mongo_oplog_restore", args, env, check_mode=True)
+    assert plan["rc"] == 0, plan
+    assert plan["changed"] is True and "restored_to" not in plan and "ops_applied" not in plan
+    assert plan["base_backup_id"] == dumped["backup_id"] and plan["base_consistent_ts"] == dumped["last_ts"]
+    bset = list_sets(open_storage(file_url), "mongo-full")[0]
+    assert plan["base_backup_time"] == bset.manifest["finished_at"]
+    assert plan["slices"] == [
+        {"backup_id": s["backup_id"], "first_ts": s["from_ts"], "last_ts": s["last_ts"], "ops": s["ops"]}
+        for s in (first, second)
+    ]
+    assert plan["target_ts"]["t"] == target_time["t"] and plan["target_ts"]["i"] == target_time["i"]
+    assert plan["replay_method"] == "manual" and plan["source"] == "secantus"
+    assert plan["msg"].startswith(f"would restore secantus to just before {plan['target_ts']['iso']}")
+    assert f"base backup {dumped['backup_id']}" in plan["msg"] and "2 slice(s)" in plan["msg"]
+    assert stored_objects(file_url) == before
+    assert snapshot(pymongo.MongoClient(target.url)) == untouched and "shop.orders" not in untouched

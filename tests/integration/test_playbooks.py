@@ -161,3 +161,25 @@ def test_check_mode_writes_nothing_and_reports_the_plan(svc, s3_url, age_key, tm
     assert again["updated"] == ["docker-compose.yml"] and again["created"] == []
     assert (dest / "docker-compose.yml").read_text() == "services: {}\n"
     assert not run_module("config_restore", restore, module_env(svc))["changed"]
+
+
+def test_config_backup_check_mode_reports_the_files_and_bytes_and_stores_nothing(svc, s3_url, tmp_path):
+    """config_backup in check mode: changed, the file list, count and bytes the real backup then records, where
+    it would go (on S3); nothing is stored. Without source_name the source is this machine's host name, the one
+    default that is a machine's name (configuration files belong to their machine)."""
+    site = tmp_path / "site"
+    make_site(site)
+    args = {"storage_url": s3_url, "root": str(site), "paths": ["services", "docker-compose.yml"]}
+    storage = s3_storage(svc, s3_url)
+    planned = run_module("config_backup", args, module_env(svc), check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["kind"] == "config"
+    assert planned["source"] == os.uname().nodename
+    assert planned["location"] == f"{s3_url}/config/{os.uname().nodename}/"
+    assert planned["files"] == 2 and planned["bytes"] == len("port: 8080\n") + len("services: {}\n")
+    assert planned["msg"] == f"would write a config backup of 2 file(s), 24 bytes (5 names) to {planned['location']}"
+    assert list(storage.list("")) == []
+    made = run_module("config_backup", args, module_env(svc))
+    assert made["rc"] == 0, made
+    facts = list_sets(storage, "config")[0].facts
+    assert (facts["files"], facts["bytes"], facts["names"]) == (planned["files"], planned["bytes"], planned["names"])

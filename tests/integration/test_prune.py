@@ -39,7 +39,7 @@ def test_dry_run_plans_with_reasons_and_deletes_nothing(target):
     assert plan[old]["action"] == "delete" and plan[old]["reasons"] == ["outside every retention rule"]
     assert plan[recent]["reasons"] == ["within 365 days"]
     assert plan[forever]["action"] == "keep" and plan[forever]["reasons"] == ["tagged keep"]
-    assert result["deleted"] == [old] and result["changed"]
+    assert result["would_delete"] == [old] and result["deleted"] == [] and result["changed"]
     assert sorted(o.key for o in storage.list("")) == before
 
 
@@ -128,7 +128,8 @@ def test_unfinished_multipart_uploads_are_aborted(svc, s3_url, s3):
     s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}/config/app/20260101T000000Z-0000/data")
     args = {"storage_url": s3_url, "incomplete_grace_hours": 0}
     planned = run_module("s3_backup_prune", args, module_env(svc), check_mode=True)
-    assert planned["partial_uploads"] == ["config/app/20260101T000000Z-0000/data"]
+    assert planned["would_delete_partial_uploads"] == ["config/app/20260101T000000Z-0000/data"]
+    assert planned["partial_uploads"] == []
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads")
     run_module("s3_backup_prune", args, module_env(svc))
     assert not s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads")
@@ -297,3 +298,23 @@ def test_the_full_backup_the_oplog_window_needs_survives_a_short_full_policy(tar
     needed = [p for p in slices if plan[p]["action"] == "keep"]
     assert sorted(left) == sorted(needed)
     assert min(left[p].facts["first_ts"]["t"] for p in needed) <= base_point
+
+
+def test_check_mode_says_what_it_would_delete_and_a_real_run_deletes_exactly_that(target):
+    """would_delete / would_delete_partial_uploads in check mode, deleted and partial_uploads stay empty, the msg
+    says "would delete"; the storage is untouched, and the real run then deletes what the check named."""
+    url, storage, env = target
+    old, older = make_set(storage, 400), make_set(storage, 500)
+    make_set(storage, 3)
+    abandoned = make_set(storage, 5, commit=False)
+    before = sorted((o.key, o.size) for o in storage.list(""))
+    planned = run_module("s3_backup_prune", {"storage_url": url}, env, check_mode=True)
+    assert planned["rc"] == 0, planned
+    assert sorted(planned["would_delete"]) == sorted([old, older, abandoned])
+    assert planned["deleted"] == [] and planned["partial_uploads"] == [] and planned["changed"] is True
+    assert planned["msg"].startswith("would delete 3 set(s) and ")
+    assert sorted((o.key, o.size) for o in storage.list("")) == before
+    done = run_module("s3_backup_prune", {"storage_url": url}, env)
+    assert done["rc"] == 0, done
+    assert sorted(done["deleted"]) == sorted(planned["would_delete"]) and "would_delete" not in done
+    assert done["msg"].startswith("deleted 3 set(s) and ")

@@ -582,3 +582,64 @@ def test_backup_verify_catches_a_key_count_the_rdb_does_not_hold(instances, env,
     )
     assert result["rc"] == 1
     assert "a scratch Redis loaded 8 keys but the manifest says 50" in result["msg"]
+
+
+def stored_objects(url):
+    """Every object of a file:// storage with its size: what check mode must leave as it was."""
+    root = url[len("file://") :]
+    return sorted(
+        (os.path.relpath(os.path.join(d, f), root), os.path.getsize(os.path.join(d, f)))
+        for d, _dirs, files in os.walk(root)
+        for f in files
+    )
+
+
+@pytest.mark.parametrize("method", ["bgsave", "replication"])
+def test_snapshot_and_restore_check_mode_report_the_plan_and_write_nothing(instances, env, storage_url, method):
+    """redis_snapshot in check mode: changed, the method, the key count a real snapshot then records, the default
+    source from the configured host and port; no save is made (LASTSAVE unchanged) and nothing is stored.
+    redis_restore in check mode: changed, the set it would restore; Redis keeps its process and its data."""
+    inst = instances()
+    client = inst.client()
+    fill(client)
+    last_save = client.lastsave()
+    planned = run_module("redis_snapshot", dict(inst.args(), storage_url=storage_url, method=method), env, True)
+    assert planned["rc"] == 0, planned
+    assert planned["changed"] is True and planned["backup_id"] == "" and planned["method"] == method
+    assert planned["source"] == f"127.0.0.1-{inst.port}" and planned["kind"] == "redis-rdb"
+    assert planned["location"] == f"{storage_url}/redis-rdb/127.0.0.1-{inst.port}/"
+    sizes = []
+    for db in (0, 3):
+        client.select(db)
+        sizes.append(client.dbsize())
+    client.select(0)
+    assert planned["facts"]["keys"] == sum(sizes) == 8 and "of 8 key(s) in 2 database(s)" in planned["msg"]
+    assert client.lastsave() == last_save and stored_objects(storage_url) == []
+
+    made = snapshot(env, inst, storage_url, method=method)
+    assert made["facts"]["keys"] == planned["facts"]["keys"] and made["source"] == planned["source"]
+    change(client)
+    before, pid = stored_objects(storage_url), inst.pid()
+    plan = restore(env, inst, storage_url, check_mode=True)
+    assert plan["rc"] == 0, plan
+    assert plan["changed"] is True and plan["backup_id"] == made["backup_id"] and "steps" not in plan
+    assert plan["msg"].startswith(f"would restore redis-rdb backup {made['backup_id']} of 127.0.0.1-{inst.port}")
+    assert "8 keys" in plan["msg"]
+    assert stored_objects(storage_url) == before
+    assert inst.pid() == pid and inst.client().get("after-backup") == "must go away"
+
+
+def test_restore_on_a_new_host_names_the_sources_that_have_backups(instances, env, storage_url):
+    """DR onto a new host: a source name with no backups fails naming those that exist, and changes nothing."""
+    inst = instances()
+    fill(inst.client())
+    snapshot(env, inst, storage_url, source_name="cache02")
+    snapshot(env, inst, storage_url, source_name="cache01")
+    change(inst.client())
+    failed = restore(env, inst, storage_url, source_name="dr-cache")
+    assert failed["rc"] == 1
+    assert failed["msg"] == (
+        f"Failed to restore Redis: no complete redis-rdb backup for source dr-cache in {storage_url}; "
+        "sources with redis-rdb backups: cache01, cache02"
+    )
+    assert inst.client().get("after-backup") == "must go away"

@@ -38,6 +38,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.client import (
     ns_selected,
     translate,
 )
+from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import NAMESPACE_NOT_FOUND
 
 try:
     import bson
@@ -147,6 +148,41 @@ def plan_dump(client, include: list[str], exclude: list[str], users_and_roles: b
     if oplog:
         plan.namespaces.append(Namespace(*OPLOG_NS, type=""))
     return plan
+
+
+def estimate_dump(client, plan: DumpPlan) -> list[dict]:
+    """What a dump of ``plan`` would read, per collection, from the server's statistics (no document is read).
+
+    ``documents`` and ``bytes`` (BSON data size) are those ``collStats`` reports, the counts the server
+    keeps: on a server nobody writes to meanwhile they are what the dump reads. A server that refuses
+    ``collStats`` (a user without the privilege; MongoDB versions that removed it) gets
+    ``estimatedDocumentCount`` and ``bytes`` null instead; ``stats`` says which answered. A view has no
+    documents of its own; a time series collection's are in its buckets, as the dump reads them.
+    """
+    out = []
+    try:
+        for ns in plan.namespaces:
+            if ns.is_oplog:
+                continue
+            entry = {"ns": ns.name, "type": ns.type, "documents": 0, "bytes": 0, "stats": "view"}
+            if ns.type != "view":
+                entry.update(_collection_stats(client, ns))
+            out.append(entry)
+    except pymongo_errors.PyMongoError as exc:
+        raise translate(exc, "the source") from None
+    return out
+
+
+def _collection_stats(client, ns: Namespace) -> dict:
+    collection = f"system.buckets.{ns.collection}" if ns.type == "timeseries" else ns.collection
+    try:
+        stats = client[ns.db].command("collStats", collection)
+    except pymongo_errors.OperationFailure as exc:
+        if exc.code == NAMESPACE_NOT_FOUND:  # listed but gone, or never created (auth collections): nothing to read
+            return {"documents": 0, "bytes": 0, "stats": "collStats"}
+        count = client[ns.db][collection].estimated_document_count()
+        return {"documents": int(count), "bytes": None, "stats": "estimatedDocumentCount"}
+    return {"documents": int(stats.get("count") or 0), "bytes": int(stats.get("size") or 0), "stats": "collStats"}
 
 
 def oplog_position(client):

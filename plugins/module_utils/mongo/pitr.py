@@ -34,6 +34,7 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     list_sets,
     parse_time,
     set_order,
+    sources_note,
     utcnow,
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import (
@@ -307,6 +308,36 @@ def follow(client, storage, source: str, options, tags, duration: float, slice_s
         sleep(max(0.0, min(cut_at, deadline) - time.monotonic()))
 
 
+def plan_capture(client, storage, source: str) -> dict:
+    """What :func:`capture_slice` would do now, reading only: the position, the chain check, the entries pending.
+
+    Returns the check-mode result fields: ``from_ts`` and ``continues`` (the slice or full backup the
+    capture would continue), ``base_backup_id``, ``up_to_ts`` (the majority commit point a slice would
+    end at) and ``pending_ops`` (the entries between them, counted now; writes go on, so a real run a
+    moment later captures at least as many). ``changed`` is whether a slice would be written. Raises
+    :class:`ChainBroken` as the capture would.
+    """
+    try:
+        majority, _ = _majority_point(client)
+        oldest = oldest_entry(client)
+        position = capture_position(storage, source, oldest)
+        check_chain(position, oldest, source)
+        pending = _oplog(client).count_documents({"ts": {"$gt": position.ts, "$lte": majority}})
+    except pymongo_errors.PyMongoError as exc:
+        raise translate(exc, "the source") from None
+    return dict(
+        changed=pending > 0,
+        backup_id="",
+        source=source,
+        chain_broken=False,
+        from_ts=ts_fact(position.ts),
+        continues=position.after,
+        base_backup_id=position.base_backup_id,
+        up_to_ts=ts_fact(majority),
+        pending_ops=pending,
+    )
+
+
 # ---------------------------------------------------------------- restore planning
 
 
@@ -365,6 +396,7 @@ class PitrPlan:
         return {
             "target_ts": ts_fact(self.target),
             "base_backup_id": base.backup_id,
+            "base_backup_time": iso(base.time),
             "base_consistent_ts": ts_fact(self.chain.start),
             "slices": [
                 {
@@ -396,7 +428,10 @@ def plan_restore(storage, source: str | None, target: Timestamp, trust: list | N
     source = source or _only_source(storage, trust)
     fulls = _fulls(storage, source, trust)
     if not fulls:
-        raise NotFoundError(f"no mongo-full backup of {source} with a consistent point in {storage.url}")
+        raise NotFoundError(
+            f"no mongo-full backup of {source} with a consistent point in {storage.url}"
+            f"{sources_note(storage, 'mongo-full')}"
+        )
     all_chains = chains(fulls, _slices(storage, source, trust))
     win = window(all_chains)
     earliest, latest = ts_from_fact(win["earliest"]), ts_from_fact(win["latest"])

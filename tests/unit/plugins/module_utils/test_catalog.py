@@ -358,3 +358,33 @@ def test_no_complete_set_says_why_the_broken_ones_are_not(storage):
     bad = make_set(storage, at(2), signer=SigningKey(Ed25519PrivateKey.generate()))
     with pytest.raises(NotFoundError, match=re.escape(f"(1 broken, the newest {bad.prefix}: manifest signature")):
         latest(storage, "config", trust=TRUST)
+
+
+def test_latest_for_an_unknown_source_names_the_sources_that_have_backups(storage):
+    """A restore on a new host whose source name does not match is told which names exist (DR onto new hosts)."""
+    make_set(storage, at(1), source="app02")
+    make_set(storage, at(2), source="app01")
+    make_set(storage, at(3), source="half", commit=False)  # incomplete: not a source a restore could use
+    make_set(storage, at(1), source="db", kind="redis-rdb")  # another kind: not listed
+    with pytest.raises(NotFoundError) as raised:
+        latest(storage, "config", "dr-app")
+    assert str(raised.value) == (
+        f"no complete config backup for source dr-app in {storage.url}; sources with config backups: app01, app02"
+    )
+    with pytest.raises(NotFoundError, match=r"for source app01 at or before .*; sources with config backups: app01"):
+        latest(storage, "config", "app01", before=at(1))
+
+
+def test_get_set_for_an_unknown_source_names_the_sources_that_have_backups(storage):
+    known = make_set(storage, at(1), source="app01")
+    with pytest.raises(NotFoundError) as raised:
+        get_set(storage, "config", known.backup_id, "dr-app")
+    assert str(raised.value) == (
+        f"no config backup {known.backup_id} for source dr-app in {storage.url}; sources with config backups: app01"
+    )
+
+
+def test_not_found_on_a_storage_without_the_kind_says_no_source_has_it(storage):
+    make_set(storage, at(1), source="app01")
+    with pytest.raises(NotFoundError, match=r"for source cache01 .*; no source has complete redis-rdb"):
+        latest(storage, "redis-rdb", "cache01")

@@ -184,3 +184,16 @@ def test_keys_match_allows_expired_ttl_keys():
 def test_set_appendonly_replaces_every_directive():
     text = "port 1\nappendonly yes\n  # appendonly comment\nAPPENDONLY yes\n"
     assert _set_appendonly(text, "no") == "port 1\n  # appendonly comment\nappendonly no\n"
+
+
+@pytest.mark.parametrize(
+    "given,name",
+    [
+        (dict(), "127.0.0.1-6379"),
+        (dict(login_host="localhost", login_port=6380), "localhost-6380"),
+        (dict(url="rediss://backup@redis01.internal:6390"), "redis01.internal-6390"),
+    ],
+)
+def test_default_source_is_the_configured_host_and_port_never_this_machine(given, name):
+    """A loopback address used to become this machine's name: a rebuilt site (new machines) lost its backups."""
+    assert connection_from_params(params(**given)).source_name() == name
