@@ -249,7 +249,8 @@ def dr_report(
         status = r.get("status") or "FAILED"
         if status == "PASS" and not all(c.get("ok") for c in checks):
             status = "FAILED"
-        components.append({**r, "status": status, "checks": checks})
+        age = round((started - _parse(r["data_time"])).total_seconds(), 3) if r.get("data_time") else None
+        components.append({**r, "status": status, "checks": checks, "age_seconds": age})
     passed = all(c["status"] in ("PASS", "PLANNED") for c in components)
     within = {
         "rto": check_mode or rto <= rto_objective,
@@ -273,7 +274,7 @@ def dr_report(
         "components": components,
         "failed": [f"{c['component']}@{c['host']}" for c in components if c["status"] not in ("PASS", "PLANNED")],
     }
-    rows = [["component", "host", "source", "backup", "taken at", "checks", "duration", "status"]]
+    rows = [["component", "host", "source", "backup", "data as of", "age", "checks", "duration", "status"]]
     for c in components:
         held = sum(1 for k in c["checks"] if k.get("ok"))
         rows.append(
@@ -283,6 +284,7 @@ def dr_report(
                 c.get("source") or "-",
                 c.get("backup_id") or "-",
                 c.get("data_time") or "-",
+                _duration(c["age_seconds"]),
                 f"{held}/{len(c['checks'])}",
                 _duration(c.get("duration")),
                 c["status"],

@@ -80,6 +80,7 @@ def test_report_measures_rto_rpo_and_passes_only_when_everything_did():
     assert report["result"] == "PASS" and report["failed"] == []
     assert report["rto_seconds"] == 1800 and report["rpo_seconds"] == 7200  # the oldest data: config at 09:00
     assert report["phases"] == {"assess": 360.0, "restore": 1500.0}
+    assert [c["age_seconds"] for c in report["components"]] == [7200, 3600]
     assert "Recovery PASS: RTO 30m00s" in report["table"] and "| config | h |" in report["markdown"]
     late = site.dr_report(results, "2026-02-21T11:00:00Z", "2026-02-21T11:30:00Z", rpo_objective=3600)
     assert late["result"] == "FAIL" and not late["rpo_met"] and late["failed"] == []
