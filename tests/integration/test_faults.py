@@ -175,16 +175,19 @@ def write_files(root, rng, count=120, size=32 * 1024):
 
 
 def test_kill_config_backup(store, age_key, tmp_path):
-    """config_backup of ~4 MiB of files killed KILLS times; a restore of the latest set gives the first tree."""
+    """config_backup killed KILLS times (~4 MiB of files on file://; on S3 ~10 MiB, so that the object is a
+    multipart upload of two parts that the kill leaves unfinished); a restore of the latest set gives the
+    first tree."""
     rng = random.Random(SEED)
     site = tmp_path / "site"
-    write_files(site / "data", rng)
+    count = 320 if store.how == "s3" else 120
+    write_files(site / "data", rng, count)
     trees = [file_state(site)]
     args = dict(storage_url=store.url, root=str(site), paths=["data"], source_name="killed")
     if store.how == "s3":
         args.update(compression="gzip", encryption_recipients=[age_key["recipient"]])
     good = [store.good_run("config_backup", args, "config", "killed")["backup_id"]]
-    write_files(site / "data", rng)  # what the killed runs would have stored
+    write_files(site / "data", rng, count)  # what the killed runs would have stored
     trees.append(file_state(site))
     kill_series(store, rng, "config_backup", args, "config", "killed", good)
     assert_info_reports(store, "config", "killed", good[-1])
