@@ -159,11 +159,13 @@ def expected(states, good):
 
 
 def assert_info_reports(store, kind, source, backup_id):
-    """backup_info (straight to the storage) names ``backup_id`` as the newest set of the kind and source."""
+    """backup_info names ``backup_id`` as the newest set of the kind and source, and counts the killed runs'
+    leftovers as incomplete sets, exactly as the catalog lists them."""
     info = run_module("backup_info", {"storage_url": store.url}, store.direct_env)
     assert info["rc"] == 0, info
-    newest = {(e["kind"], e["source"]): e["backup_id"] for e in info["latest"]}
-    assert newest[(kind, source)] == backup_id, info["latest"]
+    [entry] = [e for e in info["latest"] if (e["kind"], e["source"]) == (kind, source)]
+    assert entry["backup_id"] == backup_id, info["latest"]
+    assert entry["incomplete"] == sum(not s.complete for s in list_sets(store.storage, kind, source)), entry
 
 
 def write_files(root, rng, count=120, size=32 * 1024):
