@@ -23,6 +23,7 @@ class FilterModule:
 
     def filters(self):
         return {
+            "given": site.given,
             "site_plan": site_plan,
             "site_jobs": site.jobs_of,
             "site_outcomes": site.outcomes,

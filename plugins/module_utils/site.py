@@ -73,6 +73,12 @@ def identity_of(component: str, host: str, host_vars: Mapping) -> str:
     return f"host:{host}"
 
 
+def given(options: Mapping) -> dict:
+    """The options that were given: None (an unset role variable) leaves an option out, so that the module's
+    ``module_defaults`` and environment fallbacks apply to it (an omitted task argument would drop those too)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def selection(names, known: tuple[str, ...]) -> list[str]:
     """A list or comma-separated string of names, checked against ``known``."""
     if isinstance(names, str):

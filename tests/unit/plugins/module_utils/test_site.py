@@ -135,3 +135,11 @@ def test_a_smoke_test_is_a_report_line():
     bad = site.smoke_outcome({"item": {"name": "api", "host": "app01"}, "rc": 7, "stderr": "x\nconnection refused\n"})
     assert (ok["status"], bad["status"], bad["host"]) == ("PASS", "FAILED", "app01")
     assert bad["error"] == "exit status 7: connection refused"
+
+
+def test_given_leaves_unset_options_out():
+    assert site.given({"storage_url": None, "compression": "gzip", "tags": [], "drop": False}) == {
+        "compression": "gzip",
+        "tags": [],
+        "drop": False,
+    }
