@@ -36,6 +36,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     IntegrityError,
     SourceError,
     default_source_name,
+    redis_url,
 )
 
 try:
@@ -174,11 +175,8 @@ def connection_from_params(params: dict) -> Connection:
     host, port, tls = params["login_host"], params["login_port"], params["tls"]
     user = params.get("login_user")
     if params.get("url"):
+        redis_url("url", params["url"], params)
         parsed = urlparse(params["url"])
-        if parsed.scheme not in ("redis", "rediss"):
-            raise ConfigurationError(f"url must start with redis:// or rediss://, not {parsed.scheme}://")
-        if parsed.password:
-            raise ConfigurationError("url must not hold a password: give it as login_password (never logged)")
         host = parsed.hostname or host
         port = parsed.port or 6379
         tls = tls or parsed.scheme == "rediss"

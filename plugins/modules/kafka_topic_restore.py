@@ -109,6 +109,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The cluster restored into - its bootstrap servers, comma-separated.
+  returned: always
+  type: str
+  sample: kafka1:9092,kafka2:9092
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -236,6 +241,7 @@ def run(module: BackupModule) -> dict:
     plan += [{"action": "set_offsets", "group": g, "offsets": offsets[g], "notes": moves[g]["notes"]} for g in offsets]
     result = dict(
         changed=bool(plan),
+        target=",".join(p["bootstrap_servers"]),
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),

@@ -83,6 +83,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The server restored into, credential-free (C([replica_set/]host:port[,...])).
+  returned: always
+  type: str
+  sample: rs0/db1.example.com:27017
 target_ts:
   description: The target as a BSON timestamp (C(t), C(i), C(iso)); entries before it are applied.
   returned: always
@@ -138,7 +143,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.client import MO
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
-    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
 
     p = module.params
     started = time.monotonic()
@@ -155,7 +160,9 @@ def run(module: BackupModule) -> dict:
         method=p["replay_method"],
         check_mode=module.check_mode,
     )
-    result.update(changed=True, source=plan.chain.base.source, duration=round(time.monotonic() - started, 3))
+    result.update(
+        changed=True, target=describe(p), source=plan.chain.base.source, duration=round(time.monotonic() - started, 3)
+    )
     return result
 
 

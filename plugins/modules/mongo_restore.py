@@ -103,6 +103,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The server restored into, credential-free (C([replica_set/]host:port[,...])).
+  returned: always
+  type: str
+  sample: rs0/db1.example.com:27017
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -166,7 +171,7 @@ def _write_concern(value: dict) -> dict:
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
     from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
-    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
     from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
         Renamer,
         plan,
@@ -184,6 +189,7 @@ def run(module: BackupModule) -> dict:
     bset = module.find_set(storage, "mongo-full")
     identities = module.identities()
     result: dict = dict(
+        target=describe(p),
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),

@@ -89,6 +89,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The Redis server restored into, credential-free (C(redis://host:port) or C(rediss://host:port)).
+  returned: always
+  type: str
+  sample: redis://127.0.0.1:6379
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -157,6 +162,7 @@ def run(module: BackupModule) -> dict:
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
     result = dict(
         changed=not module.check_mode,
+        target=conn.address,
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),
