@@ -173,6 +173,12 @@ class BackupModule(AnsibleModule):
         for pip_name, exc in missing.values():
             self.fail_json(msg=missing_required_lib(pip_name), exception=exc)
 
+    def fail_json(self, msg: str, **kwargs) -> None:
+        """fail_json, with the passwords inside URL options masked even when the argument spec was refused
+        (Ansible fails inside ``__init__`` then, before this class could add them)."""
+        self.no_log_values.update(url_secrets(getattr(self, "params", None) or {}))
+        super().fail_json(msg, **kwargs)
+
     def open_storage(self):
         """The Storage named by ``storage_url`` and the S3 options."""
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
