@@ -151,6 +151,7 @@ class BackupModule(AnsibleModule):
         libraries: tuple[str, ...] = (),
         **kwargs,
     ) -> None:
+        self.writes_sets = writes
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
@@ -180,12 +181,17 @@ class BackupModule(AnsibleModule):
         super().fail_json(msg, **kwargs)
 
     def open_storage(self):
-        """The Storage named by ``storage_url`` and the S3 options."""
+        """The Storage named by ``storage_url`` and the S3 options.
+
+        A module that writes backup sets creates a local storage directory that does not exist yet (not in
+        check mode), with a warning saying so; every other module fails on it when it first reads.
+        """
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 
         p = self.params
-        return open_storage(
+        storage = open_storage(
             p["storage_url"],
+            create=self.writes_sets and not self.check_mode,
             endpoint_url=p.get("s3_endpoint_url"),
             access_key=p.get("aws_access_key_id"),
             secret_key=p.get("aws_secret_access_key"),
@@ -198,6 +204,9 @@ class BackupModule(AnsibleModule):
             object_lock_mode=p.get("s3_object_lock_mode"),
             object_lock_days=p.get("s3_object_lock_days"),
         )
+        if getattr(storage, "created", False):
+            self.warn(f"storage directory {storage.root} did not exist: created")
+        return storage
 
     def write_options(self):
         """The compression and encryption a new backup set is written with."""

@@ -11,7 +11,8 @@ description:
   - Dumps every database except C(local) and C(config) (or what O(ns_include) and O(ns_exclude) select) into
     a new C(mongo-full) backup set, as one mongodump archive stream (format 0.1) that C(mongorestore --archive)
     of MongoDB Database Tools 100.x reads. With O(compression=gzip) and no encryption the stored object is
-    what C(mongodump --archive --gzip) writes.
+    format-compatible with what C(mongodump --archive --gzip) writes (C(mongorestore --archive --gzip) reads it);
+    it is not byte-identical (tool version, prelude order and view uuids differ).
   - Consistent like C(mongodump --oplog) - the oplog position is noted before any collection is read, the
     oplog entries written while the dump runs are stored in the archive's oplog namespace, and the consistent
     point (C(first_ts), C(last_ts)) is recorded in the manifest. M(caas.backup.mongo_restore) replays them.
@@ -129,6 +130,10 @@ oplog_entries:
   description: Oplog entries captured during the dump.
   returned: success and not check mode
   type: int
+gzipped:
+  description: Whether the imported O(import_path) file was gzip-compressed (check mode too).
+  returned: when O(import_path) is given
+  type: bool
 duration:
   description: Seconds the backup took.
   returned: success and not check mode
@@ -190,7 +195,11 @@ def run_import(module: BackupModule, started: float) -> dict:
 
     result = _commit(module, p["source_name"], write, facts)
     result.update(
-        changed=True, source=p["source_name"], duration=round(time.monotonic() - started, 3), **_summary(facts)
+        changed=True,
+        source=p["source_name"],
+        gzipped=facts["import_gzipped"],
+        duration=round(time.monotonic() - started, 3),
+        **_summary(facts),
     )
     return result
 

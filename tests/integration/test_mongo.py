@@ -293,12 +293,11 @@ def test_gzip_object_is_a_mongodump_archive_and_imports_back(env, file_url, tmp_
         (tmp_path / name).write_bytes(data)
         store = tmp_path / f"store-{name}"
         store.mkdir()
-        imported = run_module(
-            "mongo_dump",
-            dict(storage_url=f"file://{store}", import_path=str(tmp_path / name), source_name="legacy"),
-            env,
-        )
+        import_args = dict(storage_url=f"file://{store}", import_path=str(tmp_path / name), source_name="legacy")
+        planned = run_module("mongo_dump", import_args, env, check_mode=True)
+        imported = run_module("mongo_dump", import_args, env)
         assert imported["rc"] == 0, imported
+        assert planned["gzipped"] is imported["gzipped"] is name.endswith(".gz")
         assert [(c["ns"], c["type"], c["documents"]) for c in imported["collections"]] == [
             ("imp.docs", "collection", 500)
         ]
