@@ -66,7 +66,8 @@ options:
     choices: [committed, earliest, latest, timestamp]
   offsets_timestamp:
     description:
-      - With O(offsets=timestamp), one ISO 8601 time for every partition instead of the backed-up record times.
+      - With O(offsets=timestamp), one ISO 8601 time (1970 to 2100) for every partition instead of the backed-up
+        record times.
     type: str
 extends_documentation_fragment:
   - caas.backup.kafka

@@ -42,7 +42,7 @@ options:
     default: false
   parallel_collections:
     description:
-      - Collections read at the same time.
+      - Collections read at the same time (1-64).
     type: int
     default: 4
   oplog:
@@ -215,12 +215,9 @@ def run(module: BackupModule) -> dict:
     if p["import_path"]:
         return run_import(module, started)
 
-    from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, source_name
     from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import plan_dump, write_archive
 
-    if p["parallel_collections"] < 1:
-        raise ConfigurationError("parallel_collections must be at least 1")
     client = connect(p, maxPoolSize=max(10, p["parallel_collections"] + 2))
     try:
         plan = plan_dump(client, p["ns_include"], p["ns_exclude"], p["include_users_and_roles"], p["oplog"])

@@ -28,7 +28,7 @@ options:
   target_time:
     description:
       - "The point in time, exclusive - ISO 8601 UTC (V(2026-02-21T10:30:00Z)) or a BSON timestamp as a mapping
-        (V({t: 1771669800, i: 3}))."
+        (V({t: 1771669800, i: 3})), between 1970 and 2100."
     type: raw
     required: true
   skip_base:
