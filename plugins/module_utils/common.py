@@ -390,25 +390,10 @@ def redis_url(name: str, value: Any, params: dict) -> None:
         raise ConfigurationError(f"{name} must not hold a password: give it as login_password (never logged)")
 
 
-def point_in_time(name: str, value: Any, params: dict) -> None:
-    """An ISO 8601 time, or an oplog position ``{t, i}`` (a mapping or its JSON), within TIME_RANGE."""
+def iso_time(name: str, value: Any, params: dict) -> None:
+    """An ISO 8601 time within TIME_RANGE."""
     from ansible_collections.caas.backup.plugins.module_utils.catalog import parse_time
 
-    if isinstance(value, str) and value.strip().startswith("{"):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ConfigurationError(f"{name} {value!r} is not valid JSON {{t, i}}") from None
-    if isinstance(value, dict):
-        if "t" not in value:
-            raise ConfigurationError(f"{name} {value!r} must be ISO 8601 UTC or a mapping {{t, i}}")
-        low, high = (int(moment.timestamp()) for moment in TIME_RANGE)
-        for key in ("t", "i"):
-            item = value.get(key, 0)
-            if isinstance(item, str) and item.isdigit():
-                item = int(item)
-            bounded(0 if key == "i" else low, 2**32 - 1 if key == "i" else high)(f"{name}.{key}", item, params)
-        return
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"{name} must be an ISO 8601 time (e.g. 2026-02-21T10:30:00Z)")
     try:
@@ -421,6 +406,26 @@ def point_in_time(name: str, value: Any, params: dict) -> None:
         raise ConfigurationError(
             f"{name} {value!r} must lie between {TIME_RANGE[0]:%Y-%m-%d} and {TIME_RANGE[1]:%Y-%m-%d}"
         )
+
+
+def point_in_time(name: str, value: Any, params: dict) -> None:
+    """An ISO 8601 time, or an oplog position ``{t, i}`` (a mapping or its JSON), within TIME_RANGE."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigurationError(f"{name} {value!r} is not valid JSON {{t, i}}") from None
+    if not isinstance(value, dict):
+        iso_time(name, value, params)
+        return
+    if "t" not in value:
+        raise ConfigurationError(f"{name} {value!r} must be ISO 8601 UTC or a mapping {{t, i}}")
+    low, high = (int(moment.timestamp()) for moment in TIME_RANGE)
+    for key, (least, most) in (("t", (low, high)), ("i", (0, 2**32 - 1))):
+        item = value.get(key, 0)
+        if isinstance(item, str) and item.isdigit():
+            item = int(item)
+        bounded(least, most)(f"{name}.{key}", item, params)
 
 
 def parent_dir(name: str, value: Any, params: dict) -> None:
@@ -512,9 +517,9 @@ OPTION_CHECKS: dict[str, Check] = {
     "incomplete_grace_hours": bounded(0, 10 * YEAR // HOUR, " hours"),
     "s3_object_lock_days": bounded(1, 100 * 365, " days"),
     "max_age_hours": max_age_hours,
-    "before": point_in_time,
+    "before": iso_time,
     "target_time": point_in_time,
-    "offsets_timestamp": point_in_time,
+    "offsets_timestamp": iso_time,
     # how much
     "compression_level": compression_level,
     "parallel_collections": bounded(1, 64),
