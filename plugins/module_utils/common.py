@@ -441,6 +441,12 @@ def existing_dir(name: str, value: Any, params: dict) -> None:
         raise ConfigurationError(f"{name}: the directory {value} does not exist")
 
 
+def existing_file(name: str, value: Any, params: dict) -> None:
+    """A file that exists (certificates, keys, a config file read)."""
+    if not os.path.isfile(value):
+        raise ConfigurationError(f"{name}: {value} does not exist or is not a file")
+
+
 def compression_level(name: str, value: Any, params: dict) -> None:
     """A level the chosen ``compression`` takes (none takes no level)."""
     codec = params.get("compression")
@@ -528,16 +534,35 @@ OPTION_CHECKS: dict[str, Check] = {
     "size_change_ratio": bounded(0, 1000),
     "write_concern": write_concern,
     "alerts": each(alert),
-    # paths written to
+    # paths written to, and files read
     "metrics_path": parent_dir,
     "lock_dir": existing_dir,
+    "scratch_dir": existing_dir,
+    **dict.fromkeys(
+        (
+            "tls_ca_file",
+            "tls_certificate_key_file",
+            "tls_ca_cert",
+            "tls_cert",
+            "tls_key",
+            "ssl_cafile",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "s3_ca_bundle",
+            "config_file",
+        ),
+        existing_file,
+    ),
 }
 
 
 def validate_options(params: dict, checks: dict[str, Check] = OPTION_CHECKS) -> None:
-    """Run ``checks`` on every option that is set; ConfigurationError for the first bad value."""
+    """Run ``checks`` on every option that is set; ConfigurationError for the first bad value.
+
+    An empty string counts as unset, as the modules treat it (roles pass ``""`` for "not given").
+    """
     for name, check in checks.items():
-        if params.get(name) is not None:
+        if params.get(name) not in (None, ""):
             check(name, params[name], params)
 
 

@@ -76,7 +76,7 @@ def resolve_target(params: dict) -> dict:
     options, which Ansible returns as ``invocation``.
     """
     params = dict(params)
-    if params.get("uri") is None and params.get("login_host") is None and params.get("login_port") is None:
+    if not params.get("uri") and not params.get("login_host") and not params.get("login_port"):
         params["uri"] = os.environ.get(URI_ENV) or None
     if not params.get("uri"):
         params["login_host"] = params.get("login_host") or "localhost"

@@ -163,6 +163,22 @@ BAD: dict[str, st.SearchStrategy] = {
     "policy": st.sampled_from([{"config": {"daily": -1}}, {"nokind": {}}, {"config": "x"}, {"config": {"x": 1}}]),
     "metrics_path": st.just(os.path.join(MISSING, "caas.prom")),
     "lock_dir": st.just(MISSING),
+    "scratch_dir": st.just(MISSING),
+    **{
+        name: st.sampled_from([os.path.join(MISSING, "file.pem"), WORK])
+        for name in (
+            "tls_ca_file",
+            "tls_certificate_key_file",
+            "tls_ca_cert",
+            "tls_cert",
+            "tls_key",
+            "ssl_cafile",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "s3_ca_bundle",
+            "config_file",
+        )
+    },
 }
 
 
@@ -227,6 +243,8 @@ def test_malformed_values_fail_cleanly(module, data):
         ("kafka_topic_export", "bootstrap_servers", ["127.0.0.1:99999"]),
         ("kafka_topic_restore", "offsets_timestamp", "2999-01-01T00:00:00Z"),
         ("redis_snapshot", "max_age", -1),
+        ("mongo_dump", "tls_ca_file", os.path.join(MISSING, "ca.pem")),
+        ("backup_verify", "scratch_dir", MISSING),
     ],
 )
 def test_known_bad_values_fail_cleanly(module, option, value):
