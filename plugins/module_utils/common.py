@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 import traceback
@@ -305,7 +306,7 @@ def bounded(low: float, high: float, unit: str = "") -> Check:
     """A check that a number lies in ``[low, high]`` (a bool is not a number here)."""
 
     def check(name: str, value: Any, params: dict) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise ConfigurationError(f"{name} must be a number, not {value!r}")
         if not low <= value <= high:
             raise ConfigurationError(f"{name} must be between {low} and {high}{unit}, not {value!r}")
