@@ -65,7 +65,8 @@ options:
     choices: [zstd, gzip, none]
   compression_level:
     description:
-      - Compression level; the library default (zstd 3, gzip 6) when unset.
+      - Compression level - 1 to 22 for zstd, 0 to 9 for gzip, none for O(compression=none); the library
+        default (zstd 3, gzip 6) when unset.
     type: int
   encryption_recipients:
     description:
@@ -101,7 +102,7 @@ options:
     choices: [GOVERNANCE, COMPLIANCE]
   s3_object_lock_days:
     description:
-      - Days new objects stay locked; goes with O(s3_object_lock_mode).
+      - Days new objects stay locked (1-36500); goes with O(s3_object_lock_mode).
     type: int
   allow_unencrypted:
     description:
@@ -167,7 +168,7 @@ options:
     type: str
   before:
     description:
-      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time.
+      - With no O(backup_id), restore the latest set taken at or before this ISO 8601 time (1970 to 2100).
     type: str
 """
 

@@ -10,8 +10,9 @@ class ModuleDocFragment:
 options:
   bootstrap_servers:
     description:
-      - Brokers to bootstrap from, as C(host:port).
-      - Falls back to E(KAFKA_BOOTSTRAP_SERVERS).
+      - Brokers to bootstrap from, as C(host:port) (port 1-65535).
+      - Falls back to E(CAAS_KAFKA_BOOTSTRAP_SERVERS) when not given (never to the generic
+        E(KAFKA_BOOTSTRAP_SERVERS) applications use, which could point a restore at another cluster).
     type: list
     elements: str
     required: true
@@ -60,12 +61,12 @@ options:
     default: true
   connect_timeout:
     description:
-      - Seconds to wait for the first broker to answer; an unreachable cluster fails after this.
+      - Seconds to wait for the first broker to answer (1-3600); an unreachable cluster fails after this.
     type: int
     default: 15
   request_timeout:
     description:
-      - Seconds to wait for one admin request.
+      - Seconds to wait for one admin request (1-3600).
     type: int
     default: 30
 requirements:

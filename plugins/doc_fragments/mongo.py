@@ -12,18 +12,19 @@ options:
     description:
       - MongoDB connection string (V(mongodb://...)). When set, O(login_host) and O(login_port) are ignored;
         O(login_user), O(login_password) and the TLS options still apply. Never logged.
-      - Falls back to E(CAAS_MONGO_URI) or E(MONGO_URI).
+      - "Which server, in this order: O(uri); else O(login_host)/O(login_port) when either is given; else
+        E(CAAS_MONGO_URI) from the environment; else V(localhost:27017). An explicit option always wins over
+        the environment, and no generic variable such as E(MONGO_URI) is read."
     type: str
   login_host:
     description:
-      - Host of the MongoDB server (or a replica set member) when O(uri) is not set.
+      - Host of the MongoDB server (or a replica set member) when O(uri) is not set. V(localhost) when
+        neither this, O(login_port), O(uri) nor E(CAAS_MONGO_URI) is set.
     type: str
-    default: localhost
   login_port:
     description:
-      - Port of the MongoDB server when O(uri) is not set.
+      - Port of the MongoDB server (1-65535) when O(uri) is not set. V(27017) when unset.
     type: int
-    default: 27017
   login_user:
     description:
       - User to authenticate as (SCRAM).
@@ -71,7 +72,7 @@ options:
     default: false
   connect_timeout:
     description:
-      - Seconds to wait for the server before failing.
+      - Seconds to wait for the server before failing (1-3600).
     type: int
     default: 10
 requirements:

@@ -11,7 +11,8 @@ options:
   url:
     description:
       - V(redis://host:port) or V(rediss://host:port) (TLS); a user name may be given as V(redis://user@host:port).
-      - Must not hold a password; use O(login_password). Overrides O(login_host) and O(login_port).
+      - Must not hold a password; use O(login_password). A password put there anyway is refused, and masked
+        wherever Ansible prints the options. Overrides O(login_host) and O(login_port).
     type: str
   login_host:
     description:
@@ -20,7 +21,7 @@ options:
     default: 127.0.0.1
   login_port:
     description:
-      - Port of the Redis server.
+      - Port of the Redis server (1-65535).
     type: int
     default: 6379
   login_user:
@@ -57,12 +58,12 @@ options:
     default: true
   connect_timeout:
     description:
-      - Seconds to wait for a connection.
+      - Seconds to wait for a connection (0.1-3600).
     type: float
     default: 10.0
   timeout:
     description:
-      - Seconds any one step may take (a save, a transfer's silence, loading, an AOF rewrite).
+      - Seconds any one step may take (a save, a transfer's silence, loading, an AOF rewrite), 1-86400.
     type: int
     default: 600
 requirements:

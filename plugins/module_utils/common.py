@@ -10,9 +10,15 @@ logic below raises :class:`BackupError` subclasses, and only a module's
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
 import os
 import re
 import traceback
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
@@ -151,6 +157,7 @@ class BackupModule(AnsibleModule):
         libraries: tuple[str, ...] = (),
         **kwargs,
     ) -> None:
+        self.writes_sets = writes
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
@@ -163,6 +170,7 @@ class BackupModule(AnsibleModule):
             spec.update(SELECT_SPEC)
         spec.update(argument_spec)
         super().__init__(argument_spec=spec, **kwargs)
+        self.no_log_values.update(url_secrets(self.params))
         missing = _import_errors()
         for name in libraries:
             try:
@@ -172,13 +180,24 @@ class BackupModule(AnsibleModule):
         for pip_name, exc in missing.values():
             self.fail_json(msg=missing_required_lib(pip_name), exception=exc)
 
+    def fail_json(self, msg: str, **kwargs) -> None:
+        """fail_json, with the passwords inside URL options masked even when the argument spec was refused
+        (Ansible fails inside ``__init__`` then, before this class could add them)."""
+        self.no_log_values.update(url_secrets(getattr(self, "params", None) or {}))
+        super().fail_json(msg, **kwargs)
+
     def open_storage(self):
-        """The Storage named by ``storage_url`` and the S3 options."""
+        """The Storage named by ``storage_url`` and the S3 options.
+
+        A module that writes backup sets creates a local storage directory that does not exist yet (not in
+        check mode), with a warning saying so; every other module fails on it when it first reads.
+        """
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 
         p = self.params
-        return open_storage(
+        storage = open_storage(
             p["storage_url"],
+            create=self.writes_sets and not self.check_mode,
             endpoint_url=p.get("s3_endpoint_url"),
             access_key=p.get("aws_access_key_id"),
             secret_key=p.get("aws_secret_access_key"),
@@ -191,6 +210,9 @@ class BackupModule(AnsibleModule):
             object_lock_mode=p.get("s3_object_lock_mode"),
             object_lock_days=p.get("s3_object_lock_days"),
         )
+        if getattr(storage, "created", False):
+            self.warn(f"storage directory {storage.root} did not exist: created")
+        return storage
 
     def write_options(self):
         """The compression and encryption a new backup set is written with.
@@ -275,12 +297,17 @@ class BackupModule(AnsibleModule):
     def planned_set(self, kind: str, source: str) -> dict:
         """The check-mode result fields of a backup module: what a real run would write, and where.
 
-        The storage is only read (to prove it can be reached, as the real run needs); nothing is
-        written. ``changed`` is true because a real run writes a new set; ``backup_id`` is empty
+        The storage is only read (to prove it can be reached, as the real run needs; a local directory
+        that does not exist yet is only announced, since the real run creates it); nothing is written. ``changed`` is true because a real run writes a new set; ``backup_id`` is empty
         because none was made; ``location`` is the path the new set's id would be added to.
         """
+        from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage
+
         storage = self.open_storage()
-        storage.check()
+        if isinstance(storage, LocalStorage) and not os.path.isdir(storage.root):
+            self.warn(f"storage directory {storage.root} does not exist: a real run creates it")
+        else:
+            storage.check()
         return dict(changed=True, backup_id="", kind=kind, location=f"{storage.url}/{kind}/{source}/")
 
     def find_set(self, storage, kind: str):
@@ -334,9 +361,11 @@ class BackupModule(AnsibleModule):
 
         The one place a module's errors become ``fail_json``: expected ones
         (BackupError) with their message alone, anything else with its type
-        and traceback, so no cause is hidden.
+        and traceback, so no cause is hidden. Every option's value is checked
+        first (:func:`validate_options`), before ``work`` touches anything.
         """
         try:
+            validate_options(self.params)
             result = work(self)
         except Exception as exc:  # noqa: BLE001  reported with its traceback, never swallowed
             self.fail_from_exception(exc, action)
@@ -360,3 +389,307 @@ def default_source_name(*parts: str) -> str:
 def host_name() -> str:
     """This machine's host name: the default source of backups whose data is the machine's own (config files)."""
     return os.uname().nodename
+
+
+# ---------------------------------------------------------------- validation of option values
+#
+# Ansible's argument spec checks each option's type and choices; the checks below
+# check the values, for every module that has an option of that name, before the
+# module reads or touches anything: BackupModule.run runs them first, so a bad value
+# fails with "Failed to <action>: <option> ..." and never as a traceback from deep in
+# a client library. One table, by option name: an option means the same everywhere.
+
+Check = Callable[[str, Any, dict], None]
+
+# What a time option may say: from the epoch to well within a 32-bit BSON timestamp (2106).
+TIME_RANGE = (
+    datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc),
+    datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc),
+)
+# Compression levels each codec takes.
+COMPRESSION_LEVELS = {"zstd": (1, 22), "gzip": (0, 9)}
+HOUR = 3600
+DAY = 24 * HOUR
+YEAR = 365 * DAY
+
+
+def bounded(low: float, high: float, unit: str = "") -> Check:
+    """A check that a number lies in ``[low, high]`` (a bool is not a number here)."""
+
+    def check(name: str, value: Any, params: dict) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ConfigurationError(f"{name} must be a number, not {value!r}")
+        if not low <= value <= high:
+            raise ConfigurationError(f"{name} must be between {low} and {high}{unit}, not {value!r}")
+
+    return check
+
+
+def each(check: Check) -> Check:
+    """A check applied to every element of a list option (``name[i]``)."""
+
+    def check_all(name: str, value: Any, params: dict) -> None:
+        for index, item in enumerate(value):
+            check(f"{name}[{index}]", item, params)
+
+    return check_all
+
+
+def mapping_of(check: Check, keys: tuple[str, ...] = ()) -> Check:
+    """A check that a dict option's values pass ``check`` (``name.key``), and its keys are in ``keys`` if given."""
+
+    def check_all(name: str, value: Any, params: dict) -> None:
+        for key, item in value.items():
+            if keys and key not in keys:
+                raise ConfigurationError(f"{name} has an unknown key {key!r}: use {', '.join(keys)}")
+            check(f"{name}.{key}", item, params)
+
+    return check_all
+
+
+def text(name: str, value: Any, params: dict) -> None:
+    """A string."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, not {value!r}")
+
+
+PORT = bounded(1, 65535)
+
+
+def host_port(name: str, value: Any, params: dict) -> None:
+    """``host:port`` (``[v6]:port`` too) with a port 1-65535."""
+    text(name, value, params)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit():
+        raise ConfigurationError(f"{name} must be host:port, not {value!r}")
+    PORT(name, int(port), params)
+
+
+def url(*schemes: str) -> Check:
+    """A check that a URL parses, has one of ``schemes``, a host, and a valid port if it gives one.
+
+    The message names the scheme and host only: a URL may hold a password.
+    """
+
+    def check(name: str, value: Any, params: dict) -> None:
+        text(name, value, params)
+        parsed = urlparse(value)
+        if parsed.scheme not in schemes:
+            raise ConfigurationError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}")
+        try:
+            port = parsed.port
+        except ValueError as exc:
+            raise ConfigurationError(f"{name} has an invalid port ({exc})") from None
+        if not parsed.hostname:
+            raise ConfigurationError(f"{name} names no host")
+        if port is not None:
+            PORT(f"{name} port", port, params)
+
+    return check
+
+
+def mongo_uri(name: str, value: Any, params: dict) -> None:
+    """A MongoDB connection string pymongo accepts (checked without connecting)."""
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import check_uri
+
+    check_uri(value, name)
+
+
+def redis_url(name: str, value: Any, params: dict) -> None:
+    """``redis://`` or ``rediss://`` with a host, a valid port and no password."""
+    url("redis", "rediss")(name, value, params)
+    if urlparse(value).password is not None:
+        raise ConfigurationError(f"{name} must not hold a password: give it as login_password (never logged)")
+
+
+def iso_time(name: str, value: Any, params: dict) -> None:
+    """An ISO 8601 time within TIME_RANGE."""
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import parse_time
+
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be an ISO 8601 time (e.g. 2026-02-21T10:30:00Z)")
+    try:
+        moment = parse_time(value)
+    except OverflowError:
+        moment = None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+    if moment is None or not TIME_RANGE[0] <= moment < TIME_RANGE[1]:
+        raise ConfigurationError(
+            f"{name} {value!r} must lie between {TIME_RANGE[0]:%Y-%m-%d} and {TIME_RANGE[1]:%Y-%m-%d}"
+        )
+
+
+def point_in_time(name: str, value: Any, params: dict) -> None:
+    """An ISO 8601 time, or an oplog position ``{t, i}`` (a mapping or its JSON), within TIME_RANGE."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigurationError(f"{name} {value!r} is not valid JSON {{t, i}}") from None
+    if not isinstance(value, dict):
+        iso_time(name, value, params)
+        return
+    if "t" not in value:
+        raise ConfigurationError(f"{name} {value!r} must be ISO 8601 UTC or a mapping {{t, i}}")
+    low, high = (int(moment.timestamp()) for moment in TIME_RANGE)
+    for key, (least, most) in (("t", (low, high)), ("i", (0, 2**32 - 1))):
+        item = value.get(key, 0)
+        if isinstance(item, str) and item.isdigit():
+            item = int(item)
+        bounded(least, most)(f"{name}.{key}", item, params)
+
+
+def parent_dir(name: str, value: Any, params: dict) -> None:
+    """A path to be written whose directory exists."""
+    directory = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(directory):
+        raise ConfigurationError(f"{name}: the directory {directory} does not exist")
+
+
+def existing_dir(name: str, value: Any, params: dict) -> None:
+    """A directory that exists."""
+    if not os.path.isdir(value):
+        raise ConfigurationError(f"{name}: the directory {value} does not exist")
+
+
+def existing_file(name: str, value: Any, params: dict) -> None:
+    """A file that exists (certificates, keys, a config file read)."""
+    if not os.path.isfile(value):
+        raise ConfigurationError(f"{name}: {value} does not exist or is not a file")
+
+
+def compression_level(name: str, value: Any, params: dict) -> None:
+    """A level the chosen ``compression`` takes (none takes no level)."""
+    codec = params.get("compression")
+    if codec not in COMPRESSION_LEVELS:
+        raise ConfigurationError(f"{name} goes with compression zstd or gzip, not {codec}")
+    low, high = COMPRESSION_LEVELS[codec]
+    bounded(low, high, f" for {codec}")(name, value, params)
+
+
+def write_concern(name: str, value: Any, params: dict) -> None:
+    """``{w, j, wtimeout}``: w a node count or a tag name, j a bool, wtimeout milliseconds."""
+    for key, item in value.items():
+        if key == "w":
+            if isinstance(item, str) and item.isdigit():
+                item = int(item)
+            if not isinstance(item, str):
+                bounded(0, 50)(f"{name}.w", item, params)
+        elif key == "j":
+            if not isinstance(item, bool):
+                raise ConfigurationError(f"{name}.j must be true or false, not {item!r}")
+        elif key == "wtimeout":
+            if isinstance(item, str) and item.isdigit():
+                item = int(item)
+            bounded(0, DAY * 1000)(f"{name}.wtimeout", item, params)
+        else:
+            raise ConfigurationError(f"{name} has an unknown key {key!r}: use w, j, wtimeout")
+
+
+def alert(name: str, value: Any, params: dict) -> None:
+    """One alert as backup_info returns it: string fields, a known severity."""
+    for key, item in value.items():
+        if key == "severity" and item not in ("warning", "critical"):
+            raise ConfigurationError(f"{name}.severity must be warning or critical, not {item!r}")
+        if key in ("kind", "source", "message", "severity"):
+            text(f"{name}.{key}", item, params)
+
+
+def _kinds() -> tuple[str, ...]:
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import KINDS
+
+    return KINDS
+
+
+def max_age_hours(name: str, value: Any, params: dict) -> None:
+    """Hours per backup kind."""
+    mapping_of(bounded(0.01, 10 * YEAR // HOUR, " hours"), _kinds())(name, value, params)
+
+
+def header(name: str, value: Any, params: dict) -> None:
+    """An HTTP header value: a string without line breaks (never echoed: headers carry tokens)."""
+    if not isinstance(value, str) or "\n" in value or "\r" in value:
+        raise ConfigurationError(f"{name} must be a string on one line (its value is not shown)")
+
+
+OPTION_CHECKS: dict[str, Check] = {
+    # where: servers and storage
+    "login_port": PORT,
+    "smtp_port": PORT,
+    "uri": mongo_uri,
+    "scratch_mongo_uri": mongo_uri,
+    "url": redis_url,
+    "bootstrap_servers": each(host_port),
+    "s3_endpoint_url": url("http", "https"),
+    "webhook_url": url("http", "https"),
+    "webhook_headers": mapping_of(header),
+    # how long: seconds unless the name says otherwise
+    "connect_timeout": bounded(0.1, HOUR, " seconds"),
+    "request_timeout": bounded(1, HOUR, " seconds"),
+    "timeout": bounded(1, DAY, " seconds"),
+    "duration": bounded(0, 7 * DAY, " seconds"),
+    "slice_seconds": bounded(1, DAY, " seconds"),
+    "max_age": bounded(0, YEAR, " seconds"),
+    "incomplete_grace_hours": bounded(0, 10 * YEAR // HOUR, " hours"),
+    "s3_object_lock_days": bounded(1, 100 * 365, " days"),
+    "max_age_hours": max_age_hours,
+    "before": iso_time,
+    "target_time": point_in_time,
+    "offsets_timestamp": iso_time,
+    # how much
+    "compression_level": compression_level,
+    "parallel_collections": bounded(1, 64),
+    "insertion_workers": bounded(1, 64),
+    "minimum_redundancy": bounded(0, 10000),
+    "size_change_ratio": bounded(0, 1000),
+    "write_concern": write_concern,
+    "alerts": each(alert),
+    # paths written to, and files read
+    "metrics_path": parent_dir,
+    "lock_dir": existing_dir,
+    "scratch_dir": existing_dir,
+    **dict.fromkeys(
+        (
+            "tls_ca_file",
+            "tls_certificate_key_file",
+            "tls_ca_cert",
+            "tls_cert",
+            "tls_key",
+            "ssl_cafile",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "s3_ca_bundle",
+            "config_file",
+        ),
+        existing_file,
+    ),
+}
+
+
+def validate_options(params: dict, checks: dict[str, Check] = OPTION_CHECKS) -> None:
+    """Run ``checks`` on every option that is set; ConfigurationError for the first bad value.
+
+    An empty string counts as unset, as the modules treat it (roles pass ``""`` for "not given").
+    """
+    for name, check in checks.items():
+        if params.get(name) not in (None, ""):
+            check(name, params[name], params)
+
+
+# Options that hold a URL, whose password part (``scheme://user:password@host``) Ansible must mask wherever
+# it would print it (the result's ``invocation`` with -v, error messages), even where the option is refused.
+URL_OPTIONS = ("url", "uri", "scratch_mongo_uri", "s3_endpoint_url", "webhook_url")
+
+
+def url_secrets(params: dict) -> set[str]:
+    """The passwords (as written and decoded) inside the URL options that are set."""
+    found: set[str] = set()
+    for name in URL_OPTIONS:
+        value = params.get(name)
+        if isinstance(value, str) and "@" in value:
+            userinfo = value.partition("://")[2].rpartition("@")[0]
+            password = userinfo.partition(":")[2]
+            if password:
+                found.update({password, unquote(password)})
+    return found

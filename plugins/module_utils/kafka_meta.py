@@ -80,7 +80,7 @@ _OVERRIDE_SOURCE = "DYNAMIC_TOPIC_CONFIG"
 # How every Kafka module connects; kafka-python's names (see doc_fragments/kafka.py).
 CONNECTION_SPEC: dict = dict(
     bootstrap_servers=dict(
-        type="list", elements="str", required=True, fallback=(env_fallback, ["KAFKA_BOOTSTRAP_SERVERS"])
+        type="list", elements="str", required=True, fallback=(env_fallback, ["CAAS_KAFKA_BOOTSTRAP_SERVERS"])
     ),
     security_protocol=dict(type="str", default="PLAINTEXT", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
     sasl_mechanism=dict(type="str", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),

@@ -35,6 +35,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     IntegrityError,
     SourceError,
     default_source_name,
+    redis_url,
 )
 
 try:
@@ -70,7 +71,7 @@ STAGING_PREFIX = ".caas-restore-"
 
 # Connection options of redis_snapshot and redis_restore (documented in the caas.backup.redis fragment).
 CONNECTION_SPEC: dict = dict(
-    url=dict(type="str"),
+    url=dict(type="str", no_log=False),  # credential-free; a password put there is masked (BackupModule)
     login_host=dict(type="str", default="127.0.0.1"),
     login_port=dict(type="int", default=6379),
     login_user=dict(type="str"),
@@ -171,11 +172,8 @@ def connection_from_params(params: dict) -> Connection:
     host, port, tls = params["login_host"], params["login_port"], params["tls"]
     user = params.get("login_user")
     if params.get("url"):
+        redis_url("url", params["url"], params)
         parsed = urlparse(params["url"])
-        if parsed.scheme not in ("redis", "rediss"):
-            raise ConfigurationError(f"url must start with redis:// or rediss://, not {parsed.scheme}://")
-        if parsed.password:
-            raise ConfigurationError("url must not hold a password: give it as login_password (never logged)")
         host = parsed.hostname or host
         port = parsed.port or 6379
         tls = tls or parsed.scheme == "rediss"
@@ -830,6 +828,40 @@ class Restore:
         self._config_text: str | None = None
         self._process: subprocess.Popen | None = None
 
+    def check_start(self) -> None:
+        """Refuse, before anything is stopped, a restart that cannot work.
+
+        The start command's program must be an executable file, the unit must be known to systemd, and a
+        Redis that must start with ``appendonly no`` under systemd needs its config file: otherwise the
+        restore would stop Redis and then fail to bring it back.
+        """
+        t = self.target
+        if t.service:
+            if not shutil.which("systemctl"):
+                raise ConfigurationError(f"service {t.service}: there is no systemctl here (give start_command)")
+            proc = subprocess.run(["systemctl", "cat", t.service], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ConfigurationError(
+                    f"service {t.service} is not a systemd unit here: {proc.stderr.strip() or 'systemctl cat failed'}"
+                )
+            if self.mode == "rdb" and t.facts["aof_enabled"] and not (t.config_file and os.path.exists(t.config_file)):
+                raise ConfigurationError(
+                    f"no config file to start {t.service} with appendonly no: give config_file, nothing was touched"
+                )
+            return
+        program = (t.start_command or [""])[0]
+        # Popen runs it from the data directory: a relative path with a slash is relative to that.
+        candidate = os.path.join(t.data_dir, program) if os.sep in program else program
+        if not program or not shutil.which(candidate):
+            reason = (
+                "is not executable"
+                if os.path.isfile(candidate)
+                else "does not exist"
+                if os.sep in program
+                else "is not on PATH"
+            )
+            raise ConfigurationError(f"start_command {program!r} {reason}: Redis was not stopped")
+
     def plan(self) -> list[str]:
         """What :meth:`apply` does, step by step."""
         t = self.target
@@ -1017,6 +1049,7 @@ class Restore:
     def apply(self) -> dict:
         """Stop, set aside, place, start, check; roll back on any failure. Returns the loaded server's facts."""
         t = self.target
+        self.check_start()
         aof_wanted = t.facts["aof_enabled"]
         if not aof_wanted:
             bgsave(t.conn, 0)
@@ -1069,7 +1102,14 @@ class Restore:
             self._start(None)
             _redis_call(t.conn, "PING", t.conn.client(timeout=t.conn.connect_timeout).ping)
         except (BackupError, OSError) as exc:
-            raise SourceError(
-                f"{cause}; the rollback failed too ({exc}): the previous data is kept in {self.aside}"
-            ) from None
+            raise SourceError(f"{cause}; the rollback failed too ({exc}): {self._previous_data()}") from None
         raise SourceError(f"{cause}; the previous data was put back and Redis is running again")
+
+    def _previous_data(self) -> str:
+        """Where the data from before the restore is now, in words, naming only paths that exist."""
+        t = self.target
+        if os.path.isdir(self.aside):
+            return f"the previous data is kept in {self.aside} (Redis is not running)"
+        placed = [path for path in (t.rdb_path, t.aof_dir) if os.path.lexists(path)]
+        where = " and ".join(placed) if placed else f"{t.data_dir} (it held no data files)"
+        return f"the previous data is back in place as {where}, but Redis is not running: start it"

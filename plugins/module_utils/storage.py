@@ -127,9 +127,17 @@ def _validate_key(key: str) -> str:
 class LocalStorage(Storage):
     """Objects as files below a directory (``file:///path``)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, create: bool = False) -> None:
+        """``create``: make the directory (and its parents) when it does not exist yet; ``created`` says so."""
         self.root = os.path.abspath(root)
         self.url = f"file://{self.root}"
+        self.created = False
+        if create and not os.path.isdir(self.root):
+            try:
+                os.makedirs(self.root)
+            except OSError as exc:
+                raise StorageError(f"storage directory {self.root} cannot be created: {exc.strerror}") from None
+            self.created = True
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *_validate_key(key).split("/"))
@@ -559,8 +567,11 @@ class _MultipartWriter:
                 )
 
 
-def open_storage(url: str, **options) -> Storage:
-    """The Storage for ``file:///path``, a plain path, or ``s3://bucket/prefix``."""
+def open_storage(url: str, create: bool = False, **options) -> Storage:
+    """The Storage for ``file:///path``, a plain path, or ``s3://bucket/prefix``.
+
+    ``create``: a local directory that does not exist yet is made (for backups; restores want it to exist).
+    """
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         if parsed.netloc not in ("", "localhost"):
@@ -568,7 +579,7 @@ def open_storage(url: str, **options) -> Storage:
         path = parsed.path if parsed.scheme else url
         if not path.startswith("/"):
             raise ConfigurationError(f"storage_url {url!r}: the directory must be an absolute path")
-        return LocalStorage(path)
+        return LocalStorage(path, create=create)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigurationError(f"storage_url {url!r} names no bucket (s3://bucket/prefix)")

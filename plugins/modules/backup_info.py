@@ -23,7 +23,7 @@ options:
   size_change_ratio:
     description:
       - Warn when the newest backup's size differs from the previous one's by more than this fraction
-        (V(0.5) is 50%). V(0) disables the check.
+        (V(0.5) is 50%; 0 to 1000). V(0) disables the check.
     type: float
     default: 0.5
   expect:
@@ -47,7 +47,7 @@ options:
   metrics_path:
     description:
       - Write Prometheus text-format metrics to this file (atomically, mode 0644), e.g. for node_exporter's
-        textfile collector.
+        textfile collector. Its directory must exist.
     type: path
 extends_documentation_fragment:
   - caas.backup.common

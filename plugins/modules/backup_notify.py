@@ -27,7 +27,7 @@ options:
     default: warning
   webhook_url:
     description:
-      - URL to POST the alerts to as JSON.
+      - URL (V(http://) or V(https://)) to POST the alerts to as JSON.
     type: str
   webhook_headers:
     description:
@@ -39,7 +39,7 @@ options:
     type: str
   smtp_port:
     description:
-      - SMTP port; 465 with O(smtp_security=ssl), 587 with V(starttls), 25 otherwise when unset.
+      - SMTP port (1-65535); 465 with O(smtp_security=ssl), 587 with V(starttls), 25 otherwise when unset.
     type: int
   smtp_security:
     description:
@@ -73,7 +73,7 @@ options:
     default: "[caas.backup]"
   timeout:
     description:
-      - Seconds to wait for the webhook or the SMTP server.
+      - Seconds to wait for the webhook or the SMTP server (1-86400).
     type: int
     default: 30
   validate_certs:

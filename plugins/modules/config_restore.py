@@ -60,6 +60,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The directory restored into (O(dest)).
+  returned: always
+  type: str
+  sample: /srv/caas
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -121,6 +126,7 @@ def run(module: BackupModule) -> dict:
                 extract(reader, p["dest"], set(changes))
     result = dict(
         changed=bool(changes),
+        target=p["dest"],
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),

@@ -66,7 +66,8 @@ options:
     choices: [committed, earliest, latest, timestamp]
   offsets_timestamp:
     description:
-      - With O(offsets=timestamp), one ISO 8601 time for every partition instead of the backed-up record times.
+      - With O(offsets=timestamp), one ISO 8601 time (1970 to 2100) for every partition instead of the backed-up
+        record times.
     type: str
 extends_documentation_fragment:
   - caas.backup.kafka
@@ -111,6 +112,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The cluster restored into - its bootstrap servers, comma-separated.
+  returned: always
+  type: str
+  sample: kafka1:9092,kafka2:9092
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -242,6 +248,7 @@ def run(module: BackupModule) -> dict:
     plan += [{"action": "set_offsets", "group": g, "offsets": offsets[g], "notes": moves[g]["notes"]} for g in offsets]
     result = dict(
         changed=bool(plan),
+        target=",".join(p["bootstrap_servers"]),
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),

@@ -11,7 +11,8 @@ description:
   - Dumps every database except C(local) and C(config) (or what O(ns_include) and O(ns_exclude) select) into
     a new C(mongo-full) backup set, as one mongodump archive stream (format 0.1) that C(mongorestore --archive)
     of MongoDB Database Tools 100.x reads. With O(compression=gzip) and no encryption the stored object is
-    what C(mongodump --archive --gzip) writes.
+    format-compatible with what C(mongodump --archive --gzip) writes (C(mongorestore --archive --gzip) reads it);
+    it is not byte-identical (tool version, prelude order and view uuids differ).
   - Consistent like C(mongodump --oplog) - the oplog position is noted before any collection is read, the
     oplog entries written while the dump runs are stored in the archive's oplog namespace, and the consistent
     point (C(first_ts), C(last_ts)) is recorded in the manifest. M(caas.backup.mongo_restore) replays them.
@@ -41,7 +42,7 @@ options:
     default: false
   parallel_collections:
     description:
-      - Collections read at the same time.
+      - Collections read at the same time (1-64).
     type: int
     default: 4
   oplog:
@@ -156,8 +157,8 @@ oplog_entries:
   returned: success and not check mode
   type: int
 gzipped:
-  description: With O(import_path) in check mode, whether the archive file is gzip-compressed.
-  returned: check mode with O(import_path)
+  description: Whether the imported O(import_path) file was gzip-compressed (check mode too).
+  returned: when O(import_path) is given
   type: bool
 duration:
   description: Seconds the backup took.
@@ -226,7 +227,11 @@ def run_import(module: BackupModule, started: float) -> dict:
 
     result = _commit(module, p["source_name"], write, facts)
     result.update(
-        changed=True, source=p["source_name"], duration=round(time.monotonic() - started, 3), **_summary(facts)
+        changed=True,
+        source=p["source_name"],
+        gzipped=facts["import_gzipped"],
+        duration=round(time.monotonic() - started, 3),
+        **_summary(facts),
     )
     return result
 
@@ -242,12 +247,9 @@ def run(module: BackupModule) -> dict:
     if p["import_path"]:
         return run_import(module, started)
 
-    from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, source_name
     from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import estimate_dump, plan_dump, write_archive
 
-    if p["parallel_collections"] < 1:
-        raise ConfigurationError("parallel_collections must be at least 1")
     client = connect(p, maxPoolSize=max(10, p["parallel_collections"] + 2))
     try:
         plan = plan_dump(client, p["ns_include"], p["ns_exclude"], p["include_users_and_roles"], p["oplog"])

@@ -33,18 +33,18 @@ options:
     default: false
   duration:
     description:
-      - With O(follow=true), seconds to keep capturing.
+      - With O(follow=true), seconds to keep capturing (0 to 604800, a week).
     type: int
     default: 300
   slice_seconds:
     description:
-      - With O(follow=true), seconds between two slices.
+      - With O(follow=true), seconds between two slices (1-86400).
     type: int
     default: 60
   lock_dir:
     description:
-      - Directory of the lock file C(caas-oplog-<source>.lock). Default C(/run/lock) when writable, else the
-        temporary directory.
+      - Directory of the lock file C(caas-oplog-<source>.lock); it must exist. Default C(/run/lock) when writable,
+        else the temporary directory.
     type: path
   source_name:
     description:

@@ -28,7 +28,7 @@ options:
   target_time:
     description:
       - "The point in time, exclusive - ISO 8601 UTC (V(2026-02-21T10:30:00Z)) or a BSON timestamp as a mapping
-        (V({t: 1771669800, i: 3}))."
+        (V({t: 1771669800, i: 3})), between 1970 and 2100."
     type: raw
     required: true
   skip_base:
@@ -87,6 +87,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The server restored into, credential-free (C([replica_set/]host:port[,...])).
+  returned: always
+  type: str
+  sample: rs0/db1.example.com:27017
 target_ts:
   description: The target as a BSON timestamp (C(t), C(i), C(iso)); entries before it are applied.
   returned: always
@@ -159,7 +164,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.client import MO
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
-    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
 
     p = module.params
     started = time.monotonic()
@@ -176,7 +181,9 @@ def run(module: BackupModule) -> dict:
         method=p["replay_method"],
         check_mode=module.check_mode,
     )
-    result.update(changed=True, source=plan.chain.base.source, duration=round(time.monotonic() - started, 3))
+    result.update(
+        changed=True, target=describe(p), source=plan.chain.base.source, duration=round(time.monotonic() - started, 3)
+    )
     if module.check_mode:
         result["msg"] = (
             f"would restore {result['source']} to just before {result['target_ts']['iso']} "

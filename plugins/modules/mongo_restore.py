@@ -62,13 +62,14 @@ options:
     default: false
   insertion_workers:
     description:
-      - Parallel insert workers, shared by all collections. One is fastest on servers that serialize writes
+      - Parallel insert workers (1-64), shared by all collections. One is fastest on servers that serialize writes
         (SecantusDB measured 1.7 times slower with 4); raise it for a replica set that takes parallel writes well.
     type: int
     default: 1
   write_concern:
     description:
-      - "Write concern of the inserts, for example V({w: majority, j: true})."
+      - "Write concern of the inserts, for example V({w: majority, j: true}) - keys C(w) (a node count or a
+        tag), C(j) (a bool) and C(wtimeout) (milliseconds)."
     type: dict
     default: {w: majority}
 extends_documentation_fragment:
@@ -105,6 +106,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The server restored into, credential-free (C([replica_set/]host:port[,...])).
+  returned: always
+  type: str
+  sample: rs0/db1.example.com:27017
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -171,8 +177,7 @@ def _write_concern(value: dict) -> dict:
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
-    from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError
-    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect
+    from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
     from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
         Renamer,
         plan,
@@ -183,13 +188,12 @@ def run(module: BackupModule) -> dict:
 
     p = module.params
     started = time.monotonic()
-    if p["insertion_workers"] < 1:
-        raise ConfigurationError("insertion_workers must be at least 1")
     renamer = Renamer(p["ns_from"], p["ns_to"])
     storage = module.open_storage()
     bset = module.find_set(storage, "mongo-full")
     identities = module.identities()
     result: dict = dict(
+        target=describe(p),
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),

@@ -18,8 +18,10 @@ description:
     loads the RDB, and once the key count matches the manifest C(appendonly) is turned back on and the AOF is
     rewritten from the restored data, persisted with C(CONFIG REWRITE) when there is a config file.
   - With O(mode=aof) the AOF directory of a C(redis-aof) set is placed instead, and Redis loads it.
+  - Before anything is stopped, the restart is checked - the program of O(start_command) must be an executable
+    file, O(service) a unit systemd knows - so a restart that cannot work fails with Redis untouched.
   - On any failure after the stop, the previous data (and config file) are put back and Redis is started again,
-    and the module fails saying so.
+    and the module fails saying so; when even that start fails, the message names where the previous data is.
 author: caas.backup developers (@caas-backup)
 options:
   mode:
@@ -91,6 +93,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+target:
+  description: The Redis server restored into, credential-free (C(redis://host:port) or C(rediss://host:port)).
+  returned: always
+  type: str
+  sample: redis://127.0.0.1:6379
 backup_id:
   description: Id of the restored backup set.
   returned: always
@@ -161,8 +168,10 @@ def run(module: BackupModule) -> dict:
     bset = module.find_set(storage, kind)
     identities = module.identities()
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
+    restore.check_start()  # apply() checks again; here it also fails check mode and spares the download
     result = dict(
         changed=True,
+        target=conn.address,
         backup_id=bset.backup_id,
         source=bset.source,
         backup_time=iso(bset.time),

@@ -31,7 +31,7 @@ options:
     default: bgsave
   max_age:
     description:
-      - With O(method=bgsave), reuse the last successful save when it is at most this many seconds old.
+      - With O(method=bgsave), reuse the last successful save when it is at most this many seconds old (up to a year).
         V(0) always saves anew.
     type: int
     default: 0

@@ -181,6 +181,7 @@ def test_topic_round_trip_to_a_fresh_broker(svc, s3_url, age_key, broker):
 
     done = run_module("kafka_topic_restore", args, module_env(svc))
     assert done["rc"] == 0 and done["changed"] and done["backup_id"] == made["backup_id"], done
+    assert done["target"] == target.url
     expected = {k: v for k, v in layout(source.url).items() if not k.startswith("tmp-")}
     assert layout(target.url) == expected == {"orders": (3, 1), "audit": (1, 1)}
 

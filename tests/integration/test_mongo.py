@@ -293,12 +293,11 @@ def test_gzip_object_is_a_mongodump_archive_and_imports_back(env, file_url, tmp_
         (tmp_path / name).write_bytes(data)
         store = tmp_path / f"store-{name}"
         store.mkdir()
-        imported = run_module(
-            "mongo_dump",
-            dict(storage_url=f"file://{store}", import_path=str(tmp_path / name), source_name="legacy"),
-            env,
-        )
+        import_args = dict(storage_url=f"file://{store}", import_path=str(tmp_path / name), source_name="legacy")
+        planned = run_module("mongo_dump", import_args, env, check_mode=True)
+        imported = run_module("mongo_dump", import_args, env)
         assert imported["rc"] == 0, imported
+        assert planned["gzipped"] is imported["gzipped"] is name.endswith(".gz")
         assert [(c["ns"], c["type"], c["documents"]) for c in imported["collections"]] == [
             ("imp.docs", "collection", 500)
         ]
@@ -661,3 +660,46 @@ def test_import_check_mode_reads_the_archive_and_stores_nothing(env, file_url, t
     assert [(c["ns"], c["documents"]) for c in planned["collections"]] == [("imp.docs", 40)]
     assert planned["location"] == f"file://{store}/mongo-full/legacy/" and "would register" in planned["msg"]
     assert stored_objects(f"file://{store}") == []
+
+
+def test_explicit_target_beats_the_environment(env, file_url, mongo_server):
+    """A restore with drop and an explicit login_host/login_port writes there, while CAAS_MONGO_URI and
+    MONGO_URI point at another server holding the same namespace: that server is never touched. MONGO_URI,
+    a name applications use, is never read; CAAS_MONGO_URI only when no target option is given; an explicit
+    uri beats login_host/login_port. Every result names the server it wrote to (or would) in ``target``."""
+    source = mongo_server("source")
+    pymongo.MongoClient(source.url).app.docs.insert_many([{"_id": i} for i in range(20)])
+    assert run_module("mongo_dump", dict(storage_url=file_url, uri=source.url), env)["rc"] == 0
+    decoy = mongo_server("decoy")
+    pymongo.MongoClient(decoy.url).app.docs.insert_many([{"_id": i, "decoy": True} for i in range(100, 103)])
+    target = mongo_server("target")
+    both = dict(env, CAAS_MONGO_URI=decoy.url, MONGO_URI=decoy.url)
+
+    restored = run_module(
+        "mongo_restore",
+        dict(storage_url=file_url, login_host="127.0.0.1", login_port=target.port, drop=True),
+        both,
+    )
+    assert restored["rc"] == 0, restored
+    assert restored["target"] == f"127.0.0.1:{target.port}"
+    assert pymongo.MongoClient(target.url).app.docs.count_documents({}) == 20
+    assert pymongo.MongoClient(decoy.url).app.docs.count_documents({"decoy": True}) == 3
+
+    generic = run_module(
+        "mongo_restore", dict(storage_url=file_url, drop=True, connect_timeout=1), dict(env, MONGO_URI=decoy.url)
+    )
+    assert generic["rc"] == 1 and "MongoDB at localhost:27017 cannot be reached" in generic["msg"], generic
+    assert pymongo.MongoClient(decoy.url).app.docs.count_documents({"decoy": True}) == 3
+
+    from_env = run_module("mongo_restore", dict(storage_url=file_url, drop=True), both, check_mode=True)
+    assert from_env["rc"] == 0 and from_env["dropped"] == ["app.docs"], from_env
+    assert from_env["target"].endswith(f"127.0.0.1:{decoy.port}")
+    assert decoy.url not in json.dumps(from_env)
+
+    uri_wins = run_module(
+        "mongo_restore",
+        dict(storage_url=file_url, uri=target.url, login_host="127.0.0.1", login_port=decoy.port, drop=True),
+        both,
+        check_mode=True,
+    )
+    assert uri_wins["rc"] == 0 and uri_wins["target"].endswith(f"127.0.0.1:{target.port}"), uri_wins

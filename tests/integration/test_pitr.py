@@ -88,6 +88,7 @@ def test_capture_and_restore_to_a_point_in_time(env, file_url, mongo_server):
         server = mongo_server(f"t{target['t']}-{target['i']}")
         done = run_module("mongo_oplog_restore", dict(restore, uri=server.url, target_time=target), env)
         assert done["rc"] == 0, done["msg"]
+        assert done["target"].endswith(f"127.0.0.1:{server.port}")
         assert done["restored_to"]["t"] == target["t"] and done["restored_to"]["i"] == target["i"]
         assert snapshot(pymongo.MongoClient(server.url)) == expected, target
 

@@ -155,6 +155,7 @@ def test_rdb_round_trip_keeps_every_type_and_ttl(instances, env, storage_url, me
     result = restore(env, inst, storage_url)
     assert result["rc"] == 0, result
     assert result["keys"] == 8
+    assert result["target"] == f"redis://127.0.0.1:{inst.port}"
     assert contents(inst.client()) == expected
     assert inst.client().config_get("appendonly")["appendonly"] == appendonly
     if appendonly == "yes":
@@ -316,9 +317,34 @@ def test_wrong_password_and_acl_user(instances, env, storage_url):
     assert result["rc"] == 0, result
 
 
-def test_password_in_url_is_refused(env, storage_url):
-    result = run_module("redis_snapshot", dict(storage_url=storage_url, url="redis://:pw@127.0.0.1:1"), env)
-    assert result["rc"] == 1 and "must not hold a password" in result["msg"]
+def test_password_in_url_is_refused_and_masked(env, storage_url, tmp_path):
+    """A password inside url is refused, and appears nowhere: not in the result (its ``invocation`` with -v)
+    nor in the output of ``ansible-playbook -vvv``."""
+    secret = "url-pw-do-not-leak-5e1"
+    for module in ("redis_snapshot", "redis_restore"):
+        for written in (secret, secret.replace("-", "%2D")):
+            url = f"redis://user:{written}@127.0.0.1:1"
+            args = dict(storage_url=storage_url, url=url)
+            if module == "redis_restore":
+                args["start_command"] = ["redis-server"]
+            result = run_module(module, args, env)
+            assert result["rc"] == 1 and "must not hold a password" in result["msg"], result
+            assert secret not in json.dumps(result) and written not in json.dumps(result)
+            # An argument spec error returns the options too: they are masked as well.
+            result = run_module(module, dict(args, no_such_option=1), env)
+            assert result["rc"] == 1 and "Unsupported parameters" in result["msg"], result
+            assert secret not in json.dumps(result) and written not in json.dumps(result)
+    playbook = tmp_path / "leak.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - caas.backup.redis_snapshot:\n"
+        f"        storage_url: {storage_url}\n"
+        f"        url: redis://:{secret}@127.0.0.1:1\n"
+        "      ignore_errors: true\n"
+    )
+    proc = run_playbook(playbook, {}, env, "-vvv")
+    assert "must not hold a password" in proc.stdout, proc.stdout[-2000:]
+    assert secret not in proc.stdout + proc.stderr
 
 
 def test_redis_not_running(env, storage_url):
@@ -643,3 +669,75 @@ def test_restore_on_a_new_host_names_the_sources_that_have_backups(instances, en
         "sources with redis-rdb backups: cache01, cache02"
     )
     assert inst.client().get("after-backup") == "must go away"
+
+
+@pytest.mark.parametrize("broken", ["missing binary", "not executable", "not on PATH", "unknown unit"])
+def test_a_restart_that_cannot_work_is_refused_before_redis_is_stopped(instances, env, storage_url, tmp_path, broken):
+    """A start_command that cannot run (or a unit systemd does not know) fails before the stop: Redis keeps
+    running, same process, same data; check mode says so too."""
+    inst = instances()
+    fill(inst.client())
+    snapshot(env, inst, storage_url)
+    change(inst.client())
+    pid = inst.pid()
+    script = tmp_path / "redis-start.sh"
+    script.write_text('#!/bin/sh\nexec redis-server "$@"\n')
+    script.chmod(0o644)
+    args = dict(inst.args(), storage_url=storage_url)
+    run_env = env
+    if broken == "unknown unit":
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "systemctl").write_text('#!/bin/sh\necho "Unit $2 could not be found." >&2\nexit 1\n')
+        (bindir / "systemctl").chmod(0o755)
+        run_env = dict(env, PATH=f"{bindir}:{env['PATH']}")
+        args["service"] = "redis-nope.service"
+        expected = "service redis-nope.service is not a systemd unit here: Unit redis-nope.service could not be found"
+    else:
+        program = {
+            "missing binary": str(tmp_path / "no-such-redis-server"),
+            "not executable": str(script),
+            "not on PATH": "no-such-redis-server-7",
+        }[broken]
+        args["start_command"] = [program, str(inst.handle.dir / "redis.conf")]
+        expected = {
+            "missing binary": "does not exist",
+            "not executable": "is not executable",
+            "not on PATH": "is not on PATH",
+        }[broken]
+    for check_mode in (True, False):
+        result = run_module("redis_restore", args, run_env, check_mode=check_mode)
+        assert result["rc"] == 1, result
+        assert expected in result["msg"] and "exception" not in result, result
+        assert_untouched(inst, pid)
+    assert not [p for p in os.listdir(inst.handle.dir) if p.startswith(".caas-")]
+
+
+def test_when_even_the_rollback_cannot_start_redis_the_message_names_where_the_data_is(
+    instances, env, storage_url, tmp_path
+):
+    """A start command that runs but exits at once: the restore's start fails, the previous data is put back,
+    and the rollback's start fails too. The message names paths that exist, and Redis started from them by
+    hand serves the data from before the restore."""
+    inst = instances()
+    fill(inst.client())
+    snapshot(env, inst, storage_url)
+    change(inst.client())
+    failing = tmp_path / "redis-fails.sh"
+    failing.write_text("#!/bin/sh\necho 'no, not today' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    result = run_module("redis_restore", dict(inst.args(), storage_url=storage_url, start_command=[str(failing)]), env)
+    assert result["rc"] == 1, result
+    assert "Redis exited with code 3 while starting" in result["msg"], result
+    assert "the rollback failed too" in result["msg"]
+    named = [word.rstrip(",:") for word in result["msg"].split() if word.startswith("/")]
+    assert named and all(os.path.exists(path) for path in named), (named, result["msg"])
+    assert str(inst.handle.dir / "dump.rdb") in named
+    proc = subprocess.Popen(services.redis_start_command(inst.handle), cwd=inst.handle.dir, start_new_session=True)
+    try:
+        services.wait_ready("redis", f"redis://127.0.0.1:{inst.port}/0", 30)
+        client = inst.client()
+        assert client.get("after-backup") == "must go away" and client.dbsize() == 1
+    finally:
+        services.stop_pid(proc.pid)
+        proc.wait()

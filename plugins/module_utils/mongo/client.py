@@ -6,6 +6,12 @@
 The password only ever travels as a pymongo keyword argument (or inside a
 ``uri`` the operator gave, which is ``no_log``); error messages name hosts,
 never credentials.
+
+Which server: an explicit ``uri`` wins over explicit ``login_host``/``login_port``,
+which win over ``CAAS_MONGO_URI`` from the environment, read only when none of the
+three is given (never a generic name such as ``MONGO_URI`` that applications use).
+The env fallback is therefore not in the argument spec: Ansible would apply it
+before the module could tell an explicit ``login_host`` from the default one.
 """
 
 from __future__ import annotations
@@ -37,9 +43,9 @@ except ImportError:  # checked by BackupModule
 
 # Connection options shared by mongo_dump and mongo_restore (doc fragment: caas.backup.mongo).
 MONGO_SPEC: dict = dict(
-    uri=dict(type="str", no_log=True, fallback=(env_fallback, ["CAAS_MONGO_URI", "MONGO_URI"])),
-    login_host=dict(type="str", default="localhost"),
-    login_port=dict(type="int", default=27017),
+    uri=dict(type="str", no_log=True),
+    login_host=dict(type="str"),
+    login_port=dict(type="int"),
     login_user=dict(type="str"),
     login_password=dict(type="str", no_log=True, fallback=(env_fallback, ["CAAS_MONGO_PASSWORD", "MONGO_PASSWORD"])),
     login_database=dict(type="str", default="admin"),
@@ -60,19 +66,61 @@ AUTH_STAGING = {"system.users": "tempusers", "system.roles": "temproles"}
 AUTH_FAILED = 18
 
 
+URI_ENV = "CAAS_MONGO_URI"
+
+
+def resolve_target(params: dict) -> dict:
+    """``params`` with the server settled: the env URI only when no target option was given, else defaults.
+
+    A copy: the URI from the environment (which may hold a password) never goes back into the module's
+    options, which Ansible returns as ``invocation``.
+    """
+    params = dict(params)
+    if not params.get("uri") and not params.get("login_host") and not params.get("login_port"):
+        params["uri"] = os.environ.get(URI_ENV) or None
+    if not params.get("uri"):
+        params["login_host"] = params.get("login_host") or "localhost"
+        params["login_port"] = params.get("login_port") or 27017
+    return params
+
+
 def describe(params: dict) -> str:
-    """Credential-free ``host:port[,...]`` of the server the options point at."""
+    """Credential-free ``[replica_set/]host:port[,...]`` of the server the options point at."""
+    params = resolve_target(params)
+    replica_set = params.get("replica_set")
     if params.get("uri"):
         try:
-            nodes = uri_parser.parse_uri(params["uri"], validate=False, warn=True)["nodelist"]
+            parsed = _parse_uri(params["uri"], validate=False)
         except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError):
             return "the given uri"
-        return ",".join(f"{h}:{p}" for h, p in nodes) or "the given uri"
-    return f"{params.get('login_host') or 'localhost'}:{params.get('login_port') or 27017}"
+        nodes = ",".join(f"{h}:{p}" for h, p in parsed["nodelist"]) or "the given uri"
+        replica_set = replica_set or parsed["options"].get("replicaSet")
+    else:
+        nodes = f"{params.get('login_host') or 'localhost'}:{params.get('login_port') or 27017}"
+    return f"{replica_set}/{nodes}" if replica_set else nodes
+
+
+def _parse_uri(uri: str, validate: bool) -> dict:
+    srv = "mongodb+srv://"
+    # An SRV URI is parsed as a plain one: parse_uri would resolve it in DNS, and checking options connects nowhere.
+    probe = "mongodb://" + uri[len(srv) :] if uri.startswith(srv) else uri
+    return uri_parser.parse_uri(probe, validate=validate, warn=not validate)
+
+
+def check_uri(uri: str, option: str = "uri") -> None:
+    """ConfigurationError with pymongo's reason (never the URI: it may hold a password) for a bad URI."""
+    try:
+        _parse_uri(uri, validate=True)
+    except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError) as exc:
+        reason = str(exc).replace(uri, "<uri>")
+        raise ConfigurationError(f"{option} is not a valid MongoDB connection string: {reason}") from None
 
 
 def connect(params: dict, **extra):
     """A connected MongoClient (a ``ping`` answered), or SourceError/ConfigurationError saying why not."""
+    params = resolve_target(params)
+    if params.get("uri"):
+        check_uri(params["uri"])
     kwargs: dict = dict(
         serverSelectionTimeoutMS=int(params.get("connect_timeout") or 10) * 1000,
         connectTimeoutMS=int(params.get("connect_timeout") or 10) * 1000,
