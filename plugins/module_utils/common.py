@@ -298,8 +298,9 @@ class BackupModule(AnsibleModule):
         """The check-mode result fields of a backup module: what a real run would write, and where.
 
         The storage is only read (to prove it can be reached, as the real run needs; a local directory
-        that does not exist yet is only announced, since the real run creates it); nothing is written. ``changed`` is true because a real run writes a new set; ``backup_id`` is empty
-        because none was made; ``location`` is the path the new set's id would be added to.
+        that does not exist yet is only announced, since the real run creates it); nothing is written.
+        ``changed`` is true because a real run writes a new set; ``backup_id`` is empty because none was
+        made; ``location`` is the path the new set's id would be added to.
         """
         from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage
 

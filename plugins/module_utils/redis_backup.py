@@ -16,6 +16,7 @@ Redis is started again.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -527,18 +528,47 @@ def replication_fetch(conn: Connection, out, diskless: bool = False) -> dict:
         sock.close()
 
 
-def _aof_manifest(path: str) -> list[tuple[str, str]]:
-    """The (file name, type) pairs of a Redis 7 AOF manifest; type b is the base, i an increment."""
+def _aof_manifest(text: str, path: str) -> list[tuple[str, str]]:
+    """The (file name, type) pairs of a Redis 7 AOF manifest's ``text``; type b is the base, i an increment."""
     entries = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            words = line.split()
-            fields = dict(zip(words[::2], words[1::2], strict=False))
-            if "file" in fields and fields.get("type") in ("b", "i"):
-                entries.append((fields["file"], fields["type"]))
+    for line in text.splitlines():
+        words = line.split()
+        fields = dict(zip(words[::2], words[1::2], strict=False))
+        if "file" in fields and fields.get("type") in ("b", "i"):
+            entries.append((fields["file"], fields["type"]))
     if not entries:
         raise SourceError(f"AOF manifest {path} lists no base or increment file")
     return entries
+
+
+def _open_binary(directory: str, name: str):
+    """One AOF file, opened for the caller's ExitStack to close."""
+    return open(os.path.join(directory, name), "rb")
+
+
+# A rewrite that finishes between reading the manifest and opening its files removes them: read it again.
+AOF_ATTEMPTS = 5
+
+
+def _open_aof(directory: str, manifest_name: str, stack: contextlib.ExitStack) -> tuple[bytes, list]:
+    """The manifest's bytes and its files, opened: ``[(name, type, file)]``.
+
+    An open file outlives the rewrite that deletes it, so the copy is the set the manifest named, whatever
+    Redis does meanwhile - no server setting is changed, and a killed copy leaves nothing to undo.
+    """
+    manifest_path = os.path.join(directory, manifest_name)
+    for _attempt in range(AOF_ATTEMPTS):
+        with open(manifest_path, "rb") as fh:
+            manifest = fh.read()
+        entries = _aof_manifest(manifest.decode("utf-8", "replace"), manifest_path)
+        with contextlib.ExitStack() as opened:
+            try:
+                files = [(name, kind, opened.enter_context(_open_binary(directory, name))) for name, kind in entries]
+            except FileNotFoundError:
+                continue
+            stack.enter_context(opened.pop_all())
+            return manifest, files
+    raise SourceError(f"the AOF in {directory} was rewritten {AOF_ATTEMPTS} times while it was being opened")
 
 
 class _ValidatingReader:
@@ -555,35 +585,26 @@ class _ValidatingReader:
 
 
 def aof_snapshot(conn: Connection, out) -> dict:
-    """Tar the Redis 7 multi-part AOF (manifest, base, increments) into ``out``, rewrites held off.
+    """Tar the Redis 7 multi-part AOF (manifest, base, increments) into ``out``.
 
-    Automatic rewrites are off (``auto-aof-rewrite-percentage 0``) while the
-    files are copied, and the setting is put back afterwards. The increment
-    being appended to is copied up to its size when the manifest was read;
-    Redis loads such a tail (``aof-load-truncated``).
+    The files the manifest names are opened together (:func:`_open_aof`) and copied up to their size then;
+    the increment being appended to is cut there, and Redis loads such a tail (``aof-load-truncated``).
     """
     client = conn.client()
     if _config_get(conn, client, "appendonly") != "yes":
         raise ConfigurationError(f"Redis at {conn.address} has appendonly off: there is no AOF to copy")
     directory = os.path.join(_config_get(conn, client, "dir"), _config_get(conn, client, "appenddirname"))
     manifest_name = _config_get(conn, client, "appendfilename") + ".manifest"
-    percentage = _config_get(conn, client, "auto-aof-rewrite-percentage")
-    _redis_call(conn, "CONFIG SET", client.config_set, "auto-aof-rewrite-percentage", "0")
     try:
-        _wait(
-            conn,
-            "the running AOF rewrite",
-            conn.timeout,
-            lambda i: not i.get("aof_rewrite_in_progress") and not i.get("aof_rewrite_scheduled"),
-        )
-        entries = _aof_manifest(os.path.join(directory, manifest_name))
-        facts: dict = {"aof_files": [entry[0] for entry in entries], "aof_dir": os.path.basename(directory)}
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-            tar.add(os.path.join(directory, manifest_name), arcname=manifest_name)
-            for name, kind in entries:
-                path = os.path.join(directory, name)
-                info = tar.gettarinfo(path, arcname=name)
-                with open(path, "rb") as src:
+        with contextlib.ExitStack() as stack:
+            manifest, files = _open_aof(directory, manifest_name, stack)
+            facts: dict = {"aof_files": [name for name, _kind, _f in files], "aof_dir": os.path.basename(directory)}
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+                info = tarfile.TarInfo(manifest_name)
+                info.size, info.mtime, info.mode = len(manifest), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(manifest))
+                for name, kind, src in files:
+                    info = tar.gettarinfo(arcname=name, fileobj=src)
                     if kind == "b" and name.endswith(".rdb"):
                         validator = RdbValidator(f"AOF base {name}")
                         tar.addfile(info, _ValidatingReader(src, validator))
@@ -592,8 +613,6 @@ def aof_snapshot(conn: Connection, out) -> dict:
                         tar.addfile(info, src)
     except OSError as exc:
         raise SourceError(f"the AOF in {directory} cannot be read: {exc.strerror or exc}") from None
-    finally:
-        _redis_call(conn, "CONFIG SET", client.config_set, "auto-aof-rewrite-percentage", percentage)
     return facts
 
 
