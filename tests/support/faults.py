@@ -197,7 +197,7 @@ def flip_bits(data: bytes, rng, flips: int = 1) -> tuple[bytes, str]:
     """``data`` with ``flips`` bits flipped at seeded positions; and a description for assertion messages."""
     damaged = bytearray(data)
     where = []
-    for _ in range(flips):
+    for _flip in range(flips):
         offset = rng.randrange(len(damaged))
         bit = rng.randrange(8)
         damaged[offset] ^= 1 << bit

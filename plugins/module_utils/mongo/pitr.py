@@ -318,7 +318,7 @@ def plan_capture(client, storage, source: str) -> dict:
     :class:`ChainBroken` as the capture would.
     """
     try:
-        majority, _ = _majority_point(client)
+        majority = _majority_point(client)[0]
         oldest = oldest_entry(client)
         position = capture_position(storage, source, oldest)
         check_chain(position, oldest, source)
