@@ -1,6 +1,8 @@
 """Integration fixtures: the real services, and ways to run the collection's modules and playbooks."""
 
+import http.server
 import json
+import threading
 
 import boto3
 import pytest
@@ -98,3 +100,26 @@ def file_url(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     return f"file://{store}"
+
+
+@pytest.fixture()
+def webhook():
+    """An HTTP server that records each POST (body and headers) and answers with a chosen status."""
+    received = []
+    status = {"code": 204}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"body": json.loads(body), "headers": dict(self.headers)})
+            self.send_response(status["code"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, status
+    server.shutdown()

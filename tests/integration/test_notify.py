@@ -1,8 +1,6 @@
 """backup_notify against a real HTTP server and a real SMTP server (aiosmtpd), both on loopback."""
 
-import http.server
 import json
-import threading
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -19,29 +17,6 @@ ALERTS = [
     },
     {"severity": "warning", "kind": "config", "source": "app", "message": "size changed 3.00x"},
 ]
-
-
-@pytest.fixture()
-def webhook():
-    """An HTTP server that records each POST (body and headers) and answers with a chosen status."""
-    received = []
-    status = {"code": 204}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"body": json.loads(body), "headers": dict(self.headers)})
-            self.send_response(status["code"])
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, status
-    server.shutdown()
 
 
 class Mailbox:

@@ -229,8 +229,11 @@ def test_six_hosts_backup_encrypted_and_dr_to_a_point_in_time_restores_each_part
         assert {h: files(root) for h, root in site.items()} == before
 
 
-def test_a_redis_that_does_not_come_up_fails_the_recovery_and_says_which(svc, s3_url, age_key, mongo_server, tmp_path):
-    """Redis's start command fails: dr.yml exits non-zero, the report marks Redis FAILED and the others PASS."""
+def test_a_redis_that_does_not_come_up_fails_the_recovery_and_says_which(
+    svc, s3_url, age_key, mongo_server, tmp_path, webhook
+):
+    """Redis's start command fails: dr.yml exits non-zero, the report marks Redis FAILED and the others PASS,
+    and the stakeholders' webhook hears of the start and of the failure."""
     env = site_env(svc, s3_url, age_key)
     with servers(tmp_path) as start:
         mongo, cache = mongo_server("db1"), start("redis", "cache01")
@@ -255,7 +258,10 @@ def test_a_redis_that_does_not_come_up_fails_the_recovery_and_says_which(svc, s3
         shutil.rmtree(root)
         pymongo.MongoClient(mongo.url).drop_database("shop")
 
-        dr = run_playbook(PLAYBOOKS / "dr.yml", extra, env, inventory=inventory)
+        hook, received, _status = webhook
+        dr = run_playbook(
+            PLAYBOOKS / "dr.yml", dict(extra, dr_site_notify={"webhook_url": hook}), env, inventory=inventory
+        )
         assert dr.returncode != 0, dr.stdout
         report = dr_report(tmp_path / "r")
         status = {c["component"]: c["status"] for c in report["components"]}
@@ -266,6 +272,9 @@ def test_a_redis_that_does_not_come_up_fails_the_recovery_and_says_which(svc, s3
         assert "Recovery PASS" not in dr.stdout and "Recovery FAIL" in dr.stdout
         assert pymongo.MongoClient(mongo.url).shop.orders.count_documents({}) == 30
         assert (root / ".env").read_text() == "SECRET=app01-do-not-leak\n"
+        started, ended = (post["body"]["alerts"] for post in received)
+        assert started[0]["severity"] == "warning" and "disaster recovery started" in started[0]["message"]
+        assert ended[0]["severity"] == "critical" and ended[0]["message"].endswith("failed: redis@cache01")
 
 
 def test_roles_leave_module_defaults_and_environment_fallbacks_in_force(svc, s3_url, age_key, mongo_server, tmp_path):
