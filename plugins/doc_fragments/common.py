@@ -172,6 +172,17 @@ options:
     type: str
 """
 
+    TARGET = r"""
+options:
+  check_target:
+    description:
+      - In check mode, whether to connect to the target and plan what would change there too. V(false) checks
+        the backup side only - the set that would be restored, its signature and that the given identity opens
+        it - and never contacts the target; C(dr.yml) assesses a recovery so before the servers are provisioned.
+    type: bool
+    default: true
+"""
+
     SELECT = r"""
 options:
   kinds:

@@ -30,6 +30,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     COLLECTION_VERSION,
     BackupError,
     ConfigurationError,
+    EncryptionError,
     IntegrityError,
     NotFoundError,
 )
@@ -40,6 +41,8 @@ from ansible_collections.caas.backup.plugins.module_utils.stream import (
     ObjectWriter,
     WriteOptions,
     copy_hashed,
+    parse_identities,
+    recipient_fingerprint,
 )
 
 KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
@@ -433,6 +436,21 @@ def find_set(
     if backup_id:
         return get_set(storage, kind, backup_id, source, trust)
     return latest(storage, kind, source, before, trust, warn)
+
+
+def check_openable(bset: BackupSet, identities: list[str]) -> None:
+    """Refuse a set that none of ``identities`` can decrypt, from the recipient fingerprints its manifest records.
+
+    No object is read: this is how a recovery is assessed before anything is downloaded or touched.
+    """
+    held = {recipient_fingerprint(str(i.to_public())) for i in parse_identities(identities)}
+    for record in (bset.manifest or {}).get("objects", ()):
+        wanted = set((record.get("encryption") or {}).get("recipients") or ())
+        if wanted and not wanted & held:
+            given = "none of the given identities" if held else "no identity was given: it"
+            raise EncryptionError(
+                f"{given} cannot decrypt {bset.prefix}/{record['name']} (encrypted to {', '.join(sorted(wanted))})"
+            )
 
 
 class LocalCopy:

@@ -113,6 +113,9 @@ RESTORE_SPEC: dict = dict(
     before=dict(type="str"),
 )
 
+# Options of modules that restore into a target.
+TARGET_SPEC: dict = dict(check_target=dict(type="bool", default=True))
+
 # Options of modules that look at many sets (prune, info): which kinds and source.
 SELECT_SPEC: dict = dict(
     kinds=dict(
@@ -152,6 +155,7 @@ class BackupModule(AnsibleModule):
         writes: bool = False,
         reads: bool = False,
         restores: bool = False,
+        targets: bool = False,
         selects: bool = False,
         storage: bool = True,
         libraries: tuple[str, ...] = (),
@@ -163,6 +167,8 @@ class BackupModule(AnsibleModule):
             spec.update(WRITE_SPEC)
         if reads or restores:
             spec.update(READ_SPEC)
+        if targets:
+            spec.update(TARGET_SPEC)
         if restores:
             spec.update(RESTORE_SPEC)
             kwargs["mutually_exclusive"] = [("backup_id", "before"), *kwargs.get("mutually_exclusive", ())]
@@ -179,6 +185,12 @@ class BackupModule(AnsibleModule):
                 missing[name] = (name, traceback.format_exc())
         for pip_name, exc in missing.values():
             self.fail_json(msg=missing_required_lib(pip_name), exception=exc)
+
+    def _log_invocation(self) -> None:
+        """Log the invocation (syslog/journal) with the passwords inside URL options masked: Ansible logs it
+        from ``__init__``, before the masking above could be added."""
+        self.no_log_values.update(url_secrets(self.params))
+        super()._log_invocation()
 
     def fail_json(self, msg: str, **kwargs) -> None:
         """fail_json, with the passwords inside URL options masked even when the argument spec was refused
@@ -223,7 +235,9 @@ class BackupModule(AnsibleModule):
         from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
         p = self.params
-        if not p["encryption_recipients"] and not p.get("s3_sse"):
+        # Server-side encryption counts only where there is a server: S3.
+        server_side = p.get("s3_sse") and str(p.get("storage_url") or "").startswith("s3://")
+        if not p["encryption_recipients"] and not server_side:
             if not p["allow_unencrypted"]:
                 raise ConfigurationError(
                     "refusing to write an unencrypted backup: give encryption_recipients (or CAAS_AGE_RECIPIENTS) "
@@ -304,12 +318,34 @@ class BackupModule(AnsibleModule):
         """
         from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage
 
+        self.write_options()  # what a real run would refuse (plaintext not allowed, a bad signing key) fails here
         storage = self.open_storage()
         if isinstance(storage, LocalStorage) and not os.path.isdir(storage.root):
             self.warn(f"storage directory {storage.root} does not exist: a real run creates it")
         else:
             storage.check()
         return dict(changed=True, backup_id="", kind=kind, location=f"{storage.url}/{kind}/{source}/")
+
+    @property
+    def plan_only(self) -> bool:
+        """Check mode that plans the backup side only (``check_target: false``): the target is never contacted."""
+        return self.check_mode and not self.params.get("check_target", True)
+
+    def planned_restore(self, *sets, **fields) -> dict:
+        """The result of a :attr:`plan_only` restore of ``sets``: each one's identity checked, nothing contacted."""
+        from ansible_collections.caas.backup.plugins.module_utils.catalog import check_openable, iso
+
+        for bset in sets:
+            check_openable(bset, self.identities())
+        base = sets[0]
+        return dict(
+            changed=True,
+            backup_id=base.backup_id,
+            source=base.source,
+            backup_time=iso(base.time),
+            msg=f"would restore {base.prefix} ({iso(base.time)}); the target was not contacted (check_target: false)",
+            **fields,
+        )
 
     def find_set(self, storage, kind: str):
         """The set a restore module was asked for: ``backup_id``, else the latest (``before`` a time).
@@ -503,6 +539,13 @@ def redis_url(name: str, value: Any, params: dict) -> None:
         raise ConfigurationError(f"{name} must not hold a password: give it as login_password (never logged)")
 
 
+def grace_hours(name: str, value: Any, params: dict) -> None:
+    """``incomplete_grace_hours``, as retention reads it (one check, one message)."""
+    from ansible_collections.caas.backup.plugins.module_utils.retention import grace_period
+
+    grace_period(value)
+
+
 def iso_time(name: str, value: Any, params: dict) -> None:
     """An ISO 8601 time within TIME_RANGE."""
     from ansible_collections.caas.backup.plugins.module_utils.catalog import parse_time
@@ -632,7 +675,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "duration": bounded(0, 7 * DAY, " seconds"),
     "slice_seconds": bounded(1, DAY, " seconds"),
     "max_age": bounded(0, YEAR, " seconds"),
-    "incomplete_grace_hours": bounded(0, 10 * YEAR // HOUR, " hours"),
+    "incomplete_grace_hours": grace_hours,
     "s3_object_lock_days": bounded(1, 100 * 365, " days"),
     "max_age_hours": max_age_hours,
     "before": iso_time,
@@ -642,7 +685,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "compression_level": compression_level,
     "parallel_collections": bounded(1, 64),
     "insertion_workers": bounded(1, 64),
-    "minimum_redundancy": bounded(0, 10000),
+    "minimum_redundancy": bounded(1, 10000),
     "size_change_ratio": bounded(0, 1000),
     "write_concern": write_concern,
     "alerts": each(alert),

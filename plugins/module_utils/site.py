@@ -31,17 +31,16 @@ _SOURCE_VARS = {
     "kafka": ("caas_backup_kafka_source_name",),
 }
 # Without a source name, hosts that reach the same server are one cluster.
-_ADDRESS_VARS = {"mongodb": "caas_backup_mongodb_uri", "kafka": "caas_backup_kafka_bootstrap_servers"}
-# A variable that names a component's server: set while the group is empty, it is a mistake, never a skip.
-SETTINGS = {
-    "mongodb": ("caas_backup_mongodb_uri",),
-    "redis": ("caas_backup_redis_url",),
-    "kafka": ("caas_backup_kafka_bootstrap_servers",),
+_ADDRESS_VARS = {
+    "mongodb": "caas_backup_mongodb_uri",
+    "redis": "caas_backup_redis_url",
+    "kafka": "caas_backup_kafka_bootstrap_servers",
 }
+# A variable that names a component's server: set while the group is empty, it is a mistake, never a skip.
+SETTINGS = {c: (v,) for c, v in _ADDRESS_VARS.items()}
 _CREDENTIALS = re.compile(r"(?<=://)[^/@]*@")
+_REPLICA_SET = re.compile(r"[?&]replicaSet=([^&]+)")
 HOST_BOUND = ("config", "redis")
-
-
 class SiteError(Exception):
     """The inventory or the variables describe a site the playbooks cannot run on."""
 
@@ -61,16 +60,22 @@ def source_of(component: str, host: str, host_vars: Mapping) -> str:
 
 
 def identity_of(component: str, host: str, host_vars: Mapping) -> str:
-    """What makes two hosts of a group the same cluster: the source name, else the server's address."""
-    source = source_of(component, host, host_vars)
-    if source:
-        return f"source:{source}"
-    address = host_vars.get(_ADDRESS_VARS[component])
+    """What makes two hosts of a group the same cluster.
+
+    A source name given for it; else the server's address (credentials left out) - for MongoDB the
+    replica set the URI names, since every member's URI names the same one; else, for configuration and
+    Redis, the host (each runs its own), and for MongoDB and Kafka the whole group (one cluster).
+    """
+    named = _first(host_vars, _SOURCE_VARS[component])
+    if named:
+        return f"source:{named}"
+    address = host_vars.get(_ADDRESS_VARS.get(component, ""))
     if isinstance(address, (list, tuple)):
         address = ",".join(sorted(str(a) for a in address))
     if address:
-        return "address:" + _CREDENTIALS.sub("", str(address))
-    return f"host:{host}"
+        replica_set = _REPLICA_SET.search(str(address)) if component == "mongodb" else None
+        return f"replica-set:{replica_set.group(1)}" if replica_set else "address:" + _CREDENTIALS.sub("", str(address))
+    return f"source:{host}" if component in HOST_BOUND else f"group:{component}"
 
 
 def given(options: Mapping) -> dict:
@@ -90,14 +95,13 @@ def selection(names, known: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def plan(
-    groups: Mapping, hostvars: Mapping, requested=(), settings: Mapping | None = None, oplog: bool = False
-) -> dict:
+def plan(groups: Mapping, hostvars: Mapping, requested=(), oplog: bool = False) -> dict:
     """Which hosts act for which component.
 
     ``requested`` names components (or jobs such as ``mongodb-oplog``) that must be there; empty means
-    every component the inventory has, plus the oplog capture when ``oplog``. ``settings`` maps a
-    component to whether a variable naming its server is set (see SETTINGS). Returns ``components``:
+    every component the inventory has, plus the oplog capture when ``oplog``. A variable naming a
+    component's server (SETTINGS) set on any host while the component's group is empty is an error.
+    Returns ``components``:
     per component its ``hosts``, its ``leaders`` (one per cluster) and each leader's ``sources``;
     ``order``, the components in restore order; and ``jobs``, what a backup run does, in order.
     Raises :class:`SiteError` for an inventory that cannot be right.
@@ -111,7 +115,7 @@ def plan(
         if not hosts:
             if needed:
                 errors.append(f"{component} was asked for but the inventory has no host in {GROUPS[component]}")
-            elif (settings or {}).get(component):
+            elif any(hostvars[h].get(v) for h in groups.get("all") or () for v in SETTINGS.get(component, ())):
                 names = " or ".join(SETTINGS[component])
                 errors.append(f"{names} is set but the inventory has no host in {GROUPS[component]}")
             continue
@@ -388,9 +392,11 @@ def dr_checks(restored: Mapping, component: str, live: Mapping, pitr: bool = Fal
     if component == "kafka":
         missing = sorted(live.get("created_topics") or ())
         short = sorted(live.get("added_partitions") or ())
+        groups = sorted(live.get("groups") or ())
         return [
             {"check": "every topic of the set present", "ok": not missing, "expected": 0, "found": missing},
             {"check": "every topic has its partitions", "ok": not short, "expected": 0, "found": short},
+            {"check": "every consumer group at its restored offsets", "ok": not groups, "expected": 0, "found": groups},
         ]
     raise SiteError(f"no health checks for component {component}")
 

@@ -56,7 +56,7 @@ options:
       - Stable, credential-free name of what is backed up; the storage path segment after the kind.
       - Defaults to C(kafka-<cluster id>), the cluster's own identity (never the name of the machine the module runs
         on); V(kafka-cluster) for a broker that reports no cluster id. A rebuilt cluster has a new id, so restores
-        on a new site give the old name (the roles pass C(caas_backup_source_name)).
+        on a new site give the old name (the roles pass C(caas_backup_kafka_source_name)).
     type: str
 extends_documentation_fragment:
   - caas.backup.kafka

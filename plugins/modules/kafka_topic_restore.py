@@ -74,6 +74,7 @@ extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
   - caas.backup.common.restore
+  - caas.backup.common.target
 attributes:
   check_mode:
     support: full
@@ -219,6 +220,8 @@ def run(module: BackupModule) -> dict:
         raise ConfigurationError("offsets_timestamp goes with offsets: timestamp")
     when = int(parse_time(p["offsets_timestamp"]).timestamp() * 1000) if p["offsets_timestamp"] else None
     bset, doc = load(module)
+    if module.plan_only:
+        return module.planned_restore(bset, target=",".join(p["bootstrap_servers"]))
     topics, groups = select_from_document(doc, p["topics"], p["groups"])
     notes: list[str] = []
     with Cluster(p) as cluster:
@@ -286,6 +289,7 @@ def main() -> None:
             offsets_timestamp=dict(type="str"),
         ),
         restores=True,
+        targets=True,
         supports_check_mode=True,
     )
     module.run(run, "restore Kafka metadata")

@@ -52,6 +52,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.target
   - caas.backup.mongo
 attributes:
   check_mode:
@@ -171,6 +172,9 @@ def run(module: BackupModule) -> dict:
     storage = module.open_storage()
     target = pitr.parse_target(p["target_time"])
     plan = pitr.plan_restore(storage, p["source_name"], target, module.trusted_signers())
+    if module.plan_only:
+        summary = plan.summary()
+        return module.planned_restore(plan.chain.base, *plan.slices, target=describe(p), **summary)
     result = pitr.restore_to(
         storage,
         lambda: connect(p),
@@ -205,6 +209,7 @@ def main() -> None:
             replay_method=dict(type="str", default="auto", choices=["auto", "applyOps", "manual"]),
         ),
         reads=True,
+        targets=True,
         libraries=("pymongo", "anycrc"),
         supports_check_mode=True,
     )

@@ -76,6 +76,7 @@ extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
   - caas.backup.common.restore
+  - caas.backup.common.target
   - caas.backup.mongo
 attributes:
   check_mode:
@@ -191,6 +192,8 @@ def run(module: BackupModule) -> dict:
     renamer = Renamer(p["ns_from"], p["ns_to"])
     storage = module.open_storage()
     bset = module.find_set(storage, "mongo-full")
+    if module.plan_only:
+        return module.planned_restore(bset, target=describe(p))
     identities = module.identities()
     result: dict = dict(
         target=describe(p),
@@ -249,6 +252,7 @@ def main() -> None:
             write_concern=dict(type="dict", default={"w": "majority"}),
         ),
         restores=True,
+        targets=True,
         libraries=("pymongo", "anycrc"),
         supports_check_mode=True,
     )

@@ -57,6 +57,7 @@ extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
   - caas.backup.common.restore
+  - caas.backup.common.target
   - caas.backup.redis
 attributes:
   check_mode:
@@ -161,10 +162,12 @@ def run(module: BackupModule) -> dict:
     p = module.params
     started = time.monotonic()
     conn = connection_from_params(p)
-    target = inspect_target(conn, p["service"], p["start_command"], p["config_file"])
-    storage = module.open_storage()
     kind = "redis-aof" if p["mode"] == "aof" else "redis-rdb"
     stem = "appendonlydir.tar" if p["mode"] == "aof" else "dump.rdb"
+    if module.plan_only:
+        return module.planned_restore(module.find_set(module.open_storage(), kind), target=conn.address)
+    target = inspect_target(conn, p["service"], p["start_command"], p["config_file"])
+    storage = module.open_storage()
     bset = module.find_set(storage, kind)
     identities = module.identities()
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
@@ -217,6 +220,7 @@ def main() -> None:
             check_keys=dict(type="bool", default=True),
         ),
         restores=True,
+        targets=True,
         libraries=("redis", "anycrc"),
         supports_check_mode=True,
         mutually_exclusive=[("service", "start_command")],

@@ -152,9 +152,11 @@ pitr_warnings:
 
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, StorageError
 
+PITR_KINDS = {"mongo-full", "mongo-oplog"}
+
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, utcnow
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import MANIFEST, list_sets, utcnow
     from ansible_collections.caas.backup.plugins.module_utils.retention import (
         abandoned,
         grace_period,
@@ -172,6 +174,14 @@ def run(module: BackupModule) -> dict:
     storage = module.open_storage()
     now = utcnow()
     sets = module.selected_sets(storage)
+    chosen = {s.prefix for s in sets}
+    if PITR_KINDS & set(p["kinds"]) and not set(p["kinds"]) >= PITR_KINDS:
+        # A point-in-time window is full backups and slices together: plan with both, delete only what was chosen.
+        sets = [
+            s
+            for s in list_sets(storage)
+            if s.prefix in chosen or (s.kind in PITR_KINDS and p["source_name"] in (None, s.source))
+        ]
     verifications = {s.prefix: last_verification(storage, s) for s in sets if s.complete}
     decisions = plan(
         sets,
@@ -185,7 +195,7 @@ def run(module: BackupModule) -> dict:
     warnings = pitr_warnings(decisions)
     for warning in warnings:
         module.warn(warning)
-    doomed = [d.bset for d in decisions if not d.keep]
+    doomed = [d.bset for d in decisions if not d.keep and d.bset.prefix in chosen]
     locked = []
     for bset in [b for b in doomed if b.complete]:
         until = storage.locked_until(f"{bset.prefix}/{MANIFEST}")

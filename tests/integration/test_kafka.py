@@ -24,7 +24,13 @@ import pytest
 import services
 from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
 
-from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, fetch_object, list_sets
+from ansible_collections.caas.backup.plugins.module_utils.catalog import (
+    DIGEST_FIELD,
+    SetWriter,
+    fetch_object,
+    list_sets,
+    manifest_digest,
+)
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
 with warnings.catch_warnings():  # kafka-python 3.0.12 uses an API deprecated in Python 3.11
@@ -401,6 +407,7 @@ def test_backup_verify_parses_the_export_and_checks_its_counts(svc, s3_url, age_
         assert (check["topics"], check["partitions"]) == (2, 5)
     bset = stored_document(svc, s3_url, [age_key["identity"]])[0]
     manifest = dict(bset.manifest, facts=dict(bset.facts, partitions=9))
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)  # a consistent manifest that lies about the export
     s3_storage(svc, s3_url).put_bytes(f"{bset.prefix}/manifest.json", json.dumps(manifest).encode())
     result = run_module("backup_verify", args, module_env(svc))
     assert result["rc"] == 1 and "the Kafka export holds 5 partitions but the manifest says 9" in result["msg"]

@@ -417,8 +417,10 @@ def test_backup_pitr_and_dr_playbooks(env, s3_url, age_key, mongo_server, tmp_pa
     assert oplog.returncode == 0, oplog.stdout + oplog.stderr
     storage = s3_storage(env, s3_url)
     assert len(list_sets(storage, "mongo-full")) == 1 and len(list_sets(storage, "mongo-oplog")) == 1
-    pitr_run = run_playbook(REPO / "playbooks" / "pitr.yml", dict(extra, caas_backup_pitr_target=target), env, **site)
+    pitr_vars = dict(extra, caas_backup_pitr_target=target, dr_site_report_dir=str(tmp_path / "pitr-report"))
+    pitr_run = run_playbook(REPO / "playbooks" / "pitr.yml", pitr_vars, env, **site)
     assert pitr_run.returncode == 0, pitr_run.stdout + pitr_run.stderr
+    assert dr_report(tmp_path / "pitr-report")["result"] == "PASS"
     assert snapshot(client) == expected
     fresh = mongo_server("dr")
     reports = tmp_path / "reports"

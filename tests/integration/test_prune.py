@@ -300,6 +300,29 @@ def test_the_full_backup_the_oplog_window_needs_survives_a_short_full_policy(tar
     assert min(left[p].facts["first_ts"]["t"] for p in needed) <= base_point
 
 
+def test_pruning_only_full_backups_still_keeps_the_base_the_slices_need(target):
+    """kinds: [mongo-full] alone: the slices are not pruned, but they still decide which full backup is the base
+    of their window - it stays (out of the plan, the slices let it go with the 30-day rule)."""
+    url, storage, env = target
+    now = NOW.replace(minute=0, second=0)
+    old = now - datetime.timedelta(days=40)
+    base = write_set(storage, "mongo-full", old, {"last_ts": {"t": int(old.timestamp()), "i": 1}}, "rs0")
+    later = now - datetime.timedelta(days=35)  # kept anyway: the newest full backup
+    newest = write_set(storage, "mongo-full", later, {"last_ts": {"t": int(later.timestamp()), "i": 1}}, "rs0")
+    first, slices = old, 0
+    while first < now - datetime.timedelta(hours=6):
+        last = first + datetime.timedelta(hours=6)
+        facts = {"first_ts": {"t": int(first.timestamp()), "i": 1}, "last_ts": {"t": int(last.timestamp()), "i": 1}}
+        write_set(storage, "mongo-oplog", last, facts, "rs0")
+        first, slices = last, slices + 1
+    full_policy = {"daily": 30, "weekly": 0, "monthly": 0, "yearly": 0}
+    policy = {"mongo-full": full_policy, "mongo-oplog": {"days": 45}}
+    result = run_module("s3_backup_prune", {"storage_url": url, "kinds": ["mongo-full"], "policy": policy}, env)
+    assert result["rc"] == 0, result
+    assert [s.prefix for s in list_sets(storage, "mongo-full")] == [base, newest], result["plan"]
+    assert len(list_sets(storage, "mongo-oplog")) == slices and result["deleted"] == []
+
+
 def test_check_mode_says_what_it_would_delete_and_a_real_run_deletes_exactly_that(target):
     """would_delete / would_delete_partial_uploads in check mode, deleted and partial_uploads stay empty, the msg
     says "would delete"; the storage is untouched, and the real run then deletes what the check named."""

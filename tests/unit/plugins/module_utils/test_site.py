@@ -44,19 +44,46 @@ def test_jobs_follow_the_selection_and_the_oplog_switch():
 
 
 @pytest.mark.parametrize(
-    ("groups", "requested", "settings", "message"),
+    ("groups", "requested", "message"),
     [
-        (inventory(config=["a"]), ["redis"], {}, "redis was asked for but the inventory has no host in caas_redis"),
-        (inventory(config=["a"]), [], {"kafka": True}, "caas_backup_kafka_bootstrap_servers is set but the inventory"),
-        (inventory(config=["a"]), "config,nosql", {}, "unknown component(s) nosql"),
-        ({}, [], {}, "the inventory has no host in caas_config, caas_mongodb"),
-        (inventory(config=["a", "b"]), [], {}, "hosts a and b of caas_config both name their configuration app"),
+        (inventory(config=["a"]), ["redis"], "redis was asked for but the inventory has no host in caas_redis"),
+        # b is in no group, but its variable names a Kafka cluster: the inventory misses caas_kafka.
+        ({"all": ["a", "b"], **inventory(config=["a"])}, [], "caas_backup_kafka_bootstrap_servers is set but"),
+        (inventory(config=["a"]), "config,nosql", "unknown component(s) nosql"),
+        ({}, [], "the inventory has no host in caas_config, caas_mongodb"),
+        (inventory(config=["a", "c"]), [], "hosts a and c of caas_config both name their configuration app"),
     ],
 )
-def test_an_inventory_that_cannot_be_right_is_an_error(groups, requested, settings, message):
-    hostvars = {"a": {"caas_backup_source_name": "app"}, "b": {"caas_backup_source_name": "app"}}
+def test_an_inventory_that_cannot_be_right_is_an_error(groups, requested, message):
+    hostvars = {
+        "a": {"caas_backup_source_name": "app"},
+        "b": {"caas_backup_kafka_bootstrap_servers": ["k1:9092"]},
+        "c": {"caas_backup_source_name": "app"},
+    }
     with pytest.raises(site.SiteError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        site.plan(groups, hostvars, requested, settings)
+        site.plan(groups, hostvars, requested)
+
+
+def test_members_of_one_replica_set_or_cluster_are_one_whatever_their_addresses():
+    groups = inventory(mongodb=["db1", "db2", "db3"], kafka=["k1", "k2"], redis=["c1", "c2"])
+    hostvars = {
+        # Each member's own URI, one replica set: one backup.
+        "db1": {"caas_backup_mongodb_uri": "mongodb://db1/?replicaSet=rs0"},
+        "db2": {"caas_backup_mongodb_uri": "mongodb://db2/?tls=true&replicaSet=rs0"},
+        "db3": {"caas_backup_mongodb_uri": "mongodb://db3/?replicaSet=rs0"},
+        # No address at all: the group is one cluster.
+        "k1": {},
+        "k2": {},
+        # Two hosts that reach one Redis server.
+        "c1": {"caas_backup_redis_url": "redis://cache:6379"},
+        "c2": {"caas_backup_redis_url": "redis://cache:6379"},
+    }
+    plan = site.plan(groups, hostvars)
+    assert {c: plan["components"][c]["leaders"] for c in plan["order"]} == {
+        "mongodb": ["db1"],
+        "redis": ["c1"],
+        "kafka": ["k1"],
+    }
 
 
 def test_a_leader_that_reported_nothing_is_failed():
@@ -126,8 +153,8 @@ def test_health_checks_compare_what_was_restored_with_what_is_there():
     pitr = {"base_collections": [{"target": "shop.orders", "type": "collection"}]}
     assert site.dr_checks(pitr, "mongodb", {"collections": []}, pitr=True)[0]["missing"] == ["shop.orders"]
     assert site.dr_checks({"keys": 3}, "redis", {"facts": {"keys": 3}})[0]["ok"]
-    kafka = site.dr_checks({}, "kafka", {"created_topics": ["orders"], "added_partitions": []})
-    assert [c["ok"] for c in kafka] == [False, True]
+    kafka = site.dr_checks({}, "kafka", {"created_topics": ["orders"], "added_partitions": [], "groups": {"g": {}}})
+    assert [c["ok"] for c in kafka] == [False, True, False] and kafka[2]["found"] == ["g"]
 
 
 def test_a_smoke_test_is_a_report_line():
