@@ -657,6 +657,20 @@ def header(name: str, value: Any, params: dict) -> None:
         raise ConfigurationError(f"{name} must be a string on one line (its value is not shown)")
 
 
+# Options that name a file the module reads (certificates, keys, a config file): it must exist.
+FILE_OPTIONS = (
+    "tls_ca_file",
+    "tls_certificate_key_file",
+    "tls_ca_cert",
+    "tls_cert",
+    "tls_key",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "s3_ca_bundle",
+    "config_file",
+)
+
 OPTION_CHECKS: dict[str, Check] = {
     # where: servers and storage
     "login_port": PORT,
@@ -693,21 +707,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "metrics_path": parent_dir,
     "lock_dir": existing_dir,
     "scratch_dir": existing_dir,
-    **dict.fromkeys(
-        (
-            "tls_ca_file",
-            "tls_certificate_key_file",
-            "tls_ca_cert",
-            "tls_cert",
-            "tls_key",
-            "ssl_cafile",
-            "ssl_certfile",
-            "ssl_keyfile",
-            "s3_ca_bundle",
-            "config_file",
-        ),
-        existing_file,
-    ),
+    **dict.fromkeys(FILE_OPTIONS, existing_file),
 }
 
 

@@ -24,6 +24,8 @@ from harness import module_env, run_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.caas.backup.plugins.module_utils.common import FILE_OPTIONS
+
 MODULES = (
     "backup_info",
     "backup_notify",
@@ -164,21 +166,7 @@ BAD: dict[str, st.SearchStrategy] = {
     "metrics_path": st.just(os.path.join(MISSING, "caas.prom")),
     "lock_dir": st.just(MISSING),
     "scratch_dir": st.just(MISSING),
-    **{
-        name: st.sampled_from([os.path.join(MISSING, "file.pem"), WORK])
-        for name in (
-            "tls_ca_file",
-            "tls_certificate_key_file",
-            "tls_ca_cert",
-            "tls_cert",
-            "tls_key",
-            "ssl_cafile",
-            "ssl_certfile",
-            "ssl_keyfile",
-            "s3_ca_bundle",
-            "config_file",
-        )
-    },
+    **{name: st.sampled_from([os.path.join(MISSING, "file.pem"), WORK]) for name in FILE_OPTIONS},
 }
 
 
