@@ -210,7 +210,7 @@ def test_a_failed_newest_set_does_not_cost_the_good_one(target):
 @pytest.mark.parametrize(
     "args,message",
     [
-        ({"minimum_redundancy": 0}, "minimum_redundancy must be a whole number >= 1, not 0"),
+        ({"minimum_redundancy": 0}, "minimum_redundancy must be between 1 and 10000, not 0"),
         ({"incomplete_grace_hours": -1}, "incomplete_grace_hours must be a whole number from 0 to 87600"),
         ({"incomplete_grace_hours": 10**12}, "incomplete_grace_hours must be a whole number from 0 to 87600"),
     ],
