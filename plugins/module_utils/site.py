@@ -218,7 +218,7 @@ def backup_report(results: list[dict]) -> dict:
                 r["host"],
                 r.get("source") or "-",
                 r.get("backup_id") or "-",
-                str(r.get("stored_bytes", "-")),
+                "-" if r.get("status") != "PASS" else str(r.get("stored_bytes", "-")),
                 _duration(r.get("duration")),
                 r.get("status") or "FAILED",
             ]

@@ -170,3 +170,17 @@ def test_given_leaves_unset_options_out():
         "tags": [],
         "drop": False,
     }
+
+
+def test_a_backup_run_has_one_result():
+    report = site.backup_report(
+        [
+            {"component": "config", "host": "a", "status": "PASS", "backup_id": "x", "stored_bytes": 176},
+            {"component": "redis", "host": "b", "status": "FAILED", "error": "Failed to snapshot Redis: down"},
+        ]
+    )
+    assert report["result"] == "FAIL" and report["failed"] == ["redis@b"]
+    assert "Backup FAIL: 1 of 2 job(s)" in report["table"]
+    assert "redis@b: Failed to snapshot Redis: down" in report["table"]
+    planned = site.backup_report([{"component": "config", "host": "a", "status": "PLANNED", "stored_bytes": 0}])
+    assert planned["result"] == "PLANNED" and " 0 " not in planned["table"].splitlines()[-1]
