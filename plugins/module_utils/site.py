@@ -41,6 +41,8 @@ SETTINGS = {c: (v,) for c, v in _ADDRESS_VARS.items()}
 _CREDENTIALS = re.compile(r"(?<=://)[^/@]*@")
 _REPLICA_SET = re.compile(r"[?&]replicaSet=([^&]+)")
 HOST_BOUND = ("config", "redis")
+
+
 class SiteError(Exception):
     """The inventory or the variables describe a site the playbooks cannot run on."""
 
