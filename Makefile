@@ -11,7 +11,7 @@ LINK := $(COLLECTIONS)/ansible_collections/caas/backup
 # Outside the checkout: inside it, ansible-test would ask git, which ignores .build/.
 # One per checkout, so two worktrees can run it at once.
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/caas-backup-sanity-$(shell echo $(CURDIR) | md5sum | cut -c1-8)/ansible_collections/caas/backup
-APT_PACKAGES := redis-server age zstd git
+APT_PACKAGES := redis-server age zstd git openssh-client
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
