@@ -11,7 +11,7 @@ LINK := $(COLLECTIONS)/ansible_collections/caas/backup
 # Outside the checkout: inside it, ansible-test would ask git, which ignores .build/.
 # One per checkout, so two worktrees can run it at once.
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/caas-backup-sanity-$(shell echo $(CURDIR) | md5sum | cut -c1-8)/ansible_collections/caas/backup
-APT_PACKAGES := redis-server age zstd git openssh-client
+APT_PACKAGES := redis-server age zstd git openssh-client kcat prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway chromium
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
@@ -30,7 +30,8 @@ system-packages:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-		systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+		for s in redis-server prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway; do \
+			systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
 	fi
 
 $(VENV)/.installed: requirements.txt meta/ee-requirements.txt
