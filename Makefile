@@ -8,6 +8,11 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 COLLECTIONS := $(CURDIR)/.build/collections
 LINK := $(COLLECTIONS)/ansible_collections/caas/backup
+# awx.awx (playbooks/awx_configure.yml) from the `ansible` wheel on PyPI, which carries it: only that subtree is
+# unpacked into COLLECTIONS, the wheel itself is never installed into the venv. Pinned by version and sha256.
+ANSIBLE_WHEEL := ansible-12.3.0-py3-none-any.whl
+ANSIBLE_WHEEL_SHA256 := cd156f82fa87f7a899212b0efa9f7ca3a24d609212de9f78428a572eb01e5414
+AWX_COLLECTION := $(COLLECTIONS)/ansible_collections/awx/awx
 # Outside the checkout: inside it, ansible-test would ask git, which ignores .build/.
 # One per checkout, so two worktrees can run it at once.
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/caas-backup-sanity-$(shell echo $(CURDIR) | md5sum | cut -c1-8)/ansible_collections/caas/backup
@@ -20,10 +25,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 export NO_COLOR := 1
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: venv system-packages link test demo lint changelog-lint sanity pytest molecule build doc bench clean
+.PHONY: venv system-packages link awx-collection test demo lint changelog-lint sanity pytest molecule build doc bench clean
 
-## venv: system packages (apt), .venv with pinned Python packages, the collection link. Idempotent.
-venv: system-packages $(VENV)/.installed link
+## venv: system packages (apt), .venv with pinned Python packages, the collection link, awx.awx. Idempotent.
+venv: system-packages $(VENV)/.installed link awx-collection
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -43,6 +48,16 @@ $(VENV)/.installed: requirements.txt meta/ee-requirements.txt
 # Ansible finds the collection as ansible_collections/caas/backup: point that at this checkout.
 link:
 	@mkdir -p $(dir $(LINK)) && ln -sfn $(CURDIR) $(LINK)
+
+awx-collection: $(AWX_COLLECTION)/MANIFEST.json
+
+$(AWX_COLLECTION)/MANIFEST.json:
+	mkdir -p $(CURDIR)/.build/wheels
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --dest $(CURDIR)/.build/wheels ansible==12.3.0
+	echo "$(ANSIBLE_WHEEL_SHA256)  $(CURDIR)/.build/wheels/$(ANSIBLE_WHEEL)" | sha256sum --check --quiet
+	rm -rf $(AWX_COLLECTION) && mkdir -p $(COLLECTIONS)
+	cd $(COLLECTIONS) && unzip -q -o $(CURDIR)/.build/wheels/$(ANSIBLE_WHEEL) 'ansible_collections/awx/awx/*'
+	touch $@
 
 ## test: every check, in the order a failure is cheapest to see.
 test: venv lint changelog-lint sanity pytest molecule build doc
