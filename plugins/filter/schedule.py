@@ -19,8 +19,16 @@ def schedule_jobs(jobs):
         raise AnsibleFilterError(f"Failed to read the schedule: {exc}") from None
 
 
+def schedule_workflow(job, prefix, organization):
+    """The AWX workflow nodes of a job followed by others; a job without followers fails the task."""
+    try:
+        return schedule.workflow_nodes(job, prefix, organization)
+    except schedule.ScheduleError as exc:
+        raise AnsibleFilterError(f"Failed to build the workflow: {exc}") from None
+
+
 class FilterModule:
-    """The schedule filter."""
+    """The schedule filters."""
 
     def filters(self):
-        return {"schedule_jobs": schedule_jobs}
+        return {"schedule_jobs": schedule_jobs, "schedule_workflow": schedule_workflow}

@@ -24,7 +24,7 @@ FIELDS = {
     "hour": (0, 23, True, "BYHOUR"),
     "minute": (0, 59, True, "BYMINUTE"),
 }
-JOB_KEYS = {"name", "description", "playbook", "extra_vars", "cadence", "delay", "credentials", "enabled"}
+JOB_KEYS = {"name", "description", "playbook", "extra_vars", "cadence", "delay", "credentials", "then", "enabled"}
 CREDENTIALS = ("storage", "recipients", "identity")
 # Every rrule starts here: a midnight (UTC) on the first of a month, so steps of hours and minutes that divide
 # a day or an hour fall where cron's and systemd's do.
@@ -134,7 +134,8 @@ def schedule_jobs(jobs: object) -> list[dict]:
 
     A job is ``{name, playbook, cadence}`` and optionally ``description``, ``extra_vars`` (a mapping of
     strings), ``delay`` (seconds a systemd run may be randomly delayed), ``credentials`` (what an AWX job
-    template attaches: storage, recipients, identity) and ``enabled`` (default true). Names are unique.
+    template attaches: storage, recipients, identity), ``then`` (jobs run after it, whatever its outcome: an AWX
+    workflow; the timers ignore it) and ``enabled`` (default true). Names are unique.
     """
     if not isinstance(jobs, list):
         raise ScheduleError(f"the schedule is a list of jobs, not {type(jobs).__name__}")
@@ -159,6 +160,9 @@ def schedule_jobs(jobs: object) -> list[dict]:
             credentials = list(job.get("credentials") or [])
             if not set(credentials) <= set(CREDENTIALS):
                 raise ScheduleError(f"credentials {credentials!r}: known are {', '.join(CREDENTIALS)}")
+            then = list(job.get("then") or [])
+            if not all(isinstance(n, str) for n in then):
+                raise ScheduleError(f"then {then!r} is not a list of job names")
             delay = job.get("delay", 0)
             if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
                 raise ScheduleError(f"delay {delay!r} is not a number of seconds")
@@ -170,6 +174,7 @@ def schedule_jobs(jobs: object) -> list[dict]:
                 "cadence": check_cadence(job.get("cadence")),
                 "delay": delay,
                 "credentials": credentials,
+                "then": then,
                 "enabled": bool(job.get("enabled", True)),
             }
             rendered.update(
@@ -181,4 +186,35 @@ def schedule_jobs(jobs: object) -> list[dict]:
             raise ScheduleError(f"job {name}: {exc}") from None
         seen.add(name)
         out.append(rendered)
+    enabled = {j["name"] for j in out if j["enabled"]}
+    for job in out:
+        missing = [n for n in job["then"] if n not in enabled]
+        if job["enabled"] and missing:
+            raise ScheduleError(f"job {job['name']}: then names no enabled job {', '.join(missing)}")
     return out
+
+
+def workflow_nodes(job: Mapping, prefix: str, organization: str) -> list[dict]:
+    """The AWX workflow nodes of a job with ``then``: the job, then each follower whatever the job's outcome.
+
+    Templates are named ``<prefix> <job name>`` (as awx_configure.yml names them), in ``organization``; the
+    result is what awx.awx.workflow_job_template takes as ``workflow_nodes``.
+    """
+
+    def node(name: str, related: dict | None = None) -> dict:
+        out = {
+            "identifier": name,
+            "unified_job_template": {
+                "name": f"{prefix} {name}",
+                "type": "job_template",
+                "organization": {"name": organization},
+            },
+        }
+        if related:
+            out["related"] = related
+        return out
+
+    then = list(job.get("then") or [])
+    if not then:
+        raise ScheduleError(f"job {job.get('name')}: a workflow needs jobs to run after it (then)")
+    return [node(job["name"], {"always_nodes": [{"identifier": n} for n in then]})] + [node(n) for n in then]
