@@ -336,12 +336,14 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
         "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
         "HOME": str(tmp_path),
+        "ANSIBLE_NOCOLOR": "1",
     }
     with servers(tmp_path) as start:
         mongo, cache, kafka = mongo_server("db1"), start("redis", "cache01"), start("kafka", "broker1")
         root = tmp_path / "app01"
         before = make_config(root, "app01")
-        pymongo.MongoClient(mongo.url).shop.orders.insert_many([{"_id": i} for i in range(20)])
+        orders = pymongo.MongoClient(mongo.url).shop.orders
+        orders.insert_many([{"_id": i} for i in range(20)])
         redis.Redis(port=cache.port).mset({f"session:{n}": n for n in range(5)})
         fill_kafka(kafka.url)
         inventory = site_inventory(
@@ -359,8 +361,10 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
             env = dict(base_env)
             for credential in template["credentials"]:
                 env.update(injected[credential.removeprefix("caas.backup ")])
+            private = tmp_path / "runner" / f"{template['name'].replace(' ', '-')}-{len(extra_vars)}"
+            private.mkdir(parents=True, exist_ok=True)
             run = ansible_runner.run(
-                private_data_dir=str(tmp_path / "runner" / template["name"].replace(" ", "-")),
+                private_data_dir=str(private),
                 project_dir=str(REPO),
                 playbook=template["playbook"],
                 inventory=str(inventory),
@@ -380,7 +384,8 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
             "kafka": "kafka-meta",
             "kafka-messages": "kafka-messages",
         }
-        for job in jobs:
+        for n, job in enumerate(jobs):
+            orders.insert_one({"_id": 100 + n})  # the site goes on: each oplog slice has writes to capture
             template = templates[f"caas.backup {job['name']}"]
             status, rc, out = launch(template, template["extra_vars"])
             if status != "successful" or rc != 0:
