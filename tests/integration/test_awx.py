@@ -188,6 +188,9 @@ def test_credential_types_inject_what_the_modules_read_and_the_secrets_stay_secr
     types = {t["name"]: t for t in of(tasks, "awx.awx.credential_type")}
     env = {k for t in types.values() for k in t["injectors"]["env"]}
     assert env <= fallbacks, env - fallbacks
+    # AWX refuses custom credential types that set its own variables (awx/main/constants.py, ENV_BLOCKLIST).
+    awx_own = {"VIRTUAL_ENV", "PATH", "PYTHONPATH", "JOB_ID", "INVENTORY_ID", "REST_API_URL", "REST_API_TOKEN"}
+    assert not {e for e in env if e in awx_own or e.startswith("ANSIBLE_")}
     assert set(types["caas.backup identity"]["injectors"]["env"]) == {"CAAS_AGE_IDENTITY"}
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CAAS_S3_ENDPOINT"} <= set(
         types["caas.backup storage"]["injectors"]["env"]
