@@ -57,8 +57,10 @@ CONFIG_ENV = {
 }
 
 
-def rendered_tasks(extra_vars=CONFIG_VARS, env=CONFIG_ENV):
+def rendered_tasks(extra_vars=None, env=None):
     """awx_configure.yml's tasks as Ansible would run them (one per loop item), without running any."""
+    extra_vars = CONFIG_VARS if extra_vars is None else extra_vars
+    env = CONFIG_ENV if env is None else env
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "support" / "awx_tasks.py"), str(PLAYBOOK), json.dumps(extra_vars)],
         capture_output=True,
@@ -411,7 +413,7 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
         status, rc, out = launch(dr, {**answers, "dr_site_confirm": "RECOVER"})
         if status != "successful":
             failed["dr"] = out[-3000:]
-        elif {k: v for k, v in before.items()} != {
+        elif before != {
             str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode) for p in root.rglob("*") if p.is_file()
         }:
             failed["dr"] = "the configuration did not come back"
