@@ -77,7 +77,7 @@ def check_cadence(cadence: object) -> dict:
     return dict(cadence)
 
 
-def _render(cadence: dict, width: int, step_fmt: str, joiner: str = ",") -> dict[str, str]:
+def _render(cadence: dict, width: int, step_fmt: str) -> dict[str, str]:
     out = {}
     for name in FIELDS:
         value = cadence.get(name)
@@ -87,7 +87,7 @@ def _render(cadence: dict, width: int, step_fmt: str, joiner: str = ",") -> dict
         elif step is not None:
             out[name] = step_fmt.format(step=step)
         else:
-            out[name] = joiner.join(f"{v:0{width}d}" for v in _values(name, value))
+            out[name] = ",".join(f"{v:0{width}d}" for v in _values(name, value))
     return out
 
 
