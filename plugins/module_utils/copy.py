@@ -22,7 +22,6 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     SIGNATURE,
     BackupSet,
     check_stored,
-    list_sets,
     set_order,
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupError, IntegrityError
@@ -56,20 +55,21 @@ def select(sets: list[BackupSet], since: datetime.datetime | None = None, newest
     return chosen
 
 
-def plan_copy(source: Storage, dest: Storage, selected: list[BackupSet]) -> CopyPlan:
-    """Sort ``selected`` sets of ``source`` into to copy, already complete at ``dest``, and refused.
+def plan_copy(source: Storage, dest: Storage, selected: list[BackupSet], there: list[BackupSet]) -> CopyPlan:
+    """Sort ``selected`` sets of ``source`` into to copy, already complete at ``dest`` (whose sets are ``there``),
+    and refused.
 
     A source set that is not complete (its manifest damaged: see :func:`select`) is refused. A set already
     at ``dest`` with the same manifest and every object at its size is present; one with the same id but
     another manifest is refused (nothing is overwritten).
     """
-    there = {(s.kind, s.source, s.backup_id): s for s in list_sets(dest)}
+    existing_sets = {(s.kind, s.source, s.backup_id): s for s in there}
     plan = CopyPlan()
     for bset in selected:
         if not bset.complete:
             plan.refused.append({"set": bset.prefix, "error": f"{bset.error or 'no manifest'} in {source.url}"})
             continue
-        existing = there.get((bset.kind, bset.source, bset.backup_id))
+        existing = existing_sets.get((bset.kind, bset.source, bset.backup_id))
         if existing is not None and existing.complete:
             if existing.manifest != bset.manifest:
                 plan.refused.append(

@@ -149,6 +149,8 @@ msg:
   type: str
 """
 
+import os
+
 from ansible_collections.caas.backup.plugins.module_utils.common import WRITE_SPEC, BackupModule
 
 
@@ -187,9 +189,10 @@ class CopyModule(BackupModule):
 
 
 def run(module: CopyModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets, parse_time
     from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError
     from ansible_collections.caas.backup.plugins.module_utils.copy import copy_sets, plan_copy, select
+    from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage
 
     p = module.params
     source = module.open_storage()
@@ -198,8 +201,12 @@ def run(module: CopyModule) -> dict:
         raise ConfigurationError(f"dest_storage_url {dest.url} is the source itself")
     since = parse_time(p["since"]) if p["since"] else None
     chosen = select(module.selected_sets(source), since, p["newest"])
-    dest.check()
-    plan = plan_copy(source, dest, chosen)
+    if module.check_mode and isinstance(dest, LocalStorage) and not os.path.isdir(dest.root):
+        module.warn(f"storage directory {dest.root} does not exist: a real run creates it")
+        there = []
+    else:
+        there = list_sets(dest)
+    plan = plan_copy(source, dest, chosen, there)
     for refused in plan.refused:
         module.warn(f"not copied: {refused['set']}: {refused['error']}")
     result = dict(

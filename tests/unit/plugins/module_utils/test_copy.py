@@ -47,7 +47,7 @@ def stores(tmp_path):
 
 
 def copy_all(source, dest, **selection):
-    plan = plan_copy(source, dest, select(list_sets(source), **selection))
+    plan = plan_copy(source, dest, select(list_sets(source), **selection), list_sets(dest))
     return plan, *copy_sets(source, dest, plan)
 
 
@@ -108,9 +108,9 @@ def test_a_signed_manifest_stays_valid_at_the_destination(stores):
 def test_selection_newest_per_kind_and_source_and_since(stores):
     source, dest = stores
     sets = {(kind, day): make_set(source, day, kind=kind) for kind in ("config", "kafka-meta") for day in (1, 2, 3)}
-    plan = plan_copy(source, dest, select(list_sets(source), newest=1))
+    plan = plan_copy(source, dest, select(list_sets(source), newest=1), [])
     assert sorted(s.prefix for s in plan.to_copy) == sorted([sets["config", 3], sets["kafka-meta", 3]])
-    plan = plan_copy(source, dest, select(list_sets(source), since=at(2)))
+    plan = plan_copy(source, dest, select(list_sets(source), since=at(2)), [])
     assert {s.prefix for s in plan.to_copy} == {sets[k, d] for k in ("config", "kafka-meta") for d in (2, 3)}
 
 
