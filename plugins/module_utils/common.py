@@ -584,6 +584,17 @@ def redis_url(name: str, value: Any, params: dict) -> None:
         raise ConfigurationError(f"{name} must not hold a password: give it as login_password (never logged)")
 
 
+def storage_location(name: str, value: Any, params: dict) -> None:
+    """A storage URL open_storage accepts (``file:///path``, ``s3://bucket/prefix``), checked without reaching it."""
+    from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
+
+    text(name, value, params)
+    try:
+        open_storage(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
 def grace_hours(name: str, value: Any, params: dict) -> None:
     """``incomplete_grace_hours``, as retention reads it (one check, one message)."""
     from ansible_collections.caas.backup.plugins.module_utils.retention import grace_period
@@ -726,6 +737,8 @@ OPTION_CHECKS: dict[str, Check] = {
     "bootstrap_servers": each(host_port),
     "s3_endpoint_url": url("http", "https"),
     "dest_s3_endpoint_url": url("http", "https"),
+    "dest_storage_url": storage_location,
+    "storage_fallback_urls": each(storage_location),
     "webhook_url": url("http", "https"),
     "webhook_headers": mapping_of(header),
     # how long: seconds unless the name says otherwise
