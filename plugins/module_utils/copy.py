@@ -102,9 +102,8 @@ def copy_set(source: Storage, dest: Storage, bset: BackupSet) -> dict:
             if not record.get("sha256"):
                 raise IntegrityError(f"{key} in {source.url} has no sha256 in its manifest")
             with source.open(key) as src, dest.writer(key) as out:
-                size, _ = copy_hashed(src, out, record["sha256"], record.get("size"), f"{key} in {source.url}")
+                copied += copy_hashed(src, out, record["sha256"], record.get("size"), f"{key} in {source.url}")[0]
             written.append(key)
-            copied += size
         stored = {info.key.rpartition("/")[2]: info.size for info in dest.list(f"{bset.prefix}/")}
         check_stored(BackupSet(bset.kind, bset.source, bset.backup_id, bset.manifest, sizes=stored), dest.url)
         raw = source.get_bytes(f"{bset.prefix}/{MANIFEST}")
