@@ -208,29 +208,36 @@ class BackupModule(AnsibleModule):
         self.no_log_values.update(url_secrets(getattr(self, "params", None) or {}))
         super().fail_json(msg, **kwargs)
 
-    def open_storage(self, url: str | None = None):
+    def open_storage(self, url: str | None = None, prefix: str = ""):
         """The Storage named by ``storage_url`` (or ``url``, another location) and the S3 options.
 
-        A module that writes backup sets creates a local storage directory that does not exist yet (not in
-        check mode), with a warning saying so; every other module fails on it when it first reads.
+        ``prefix`` names another storage's options (``dest_``: ``dest_storage_url``, ``dest_s3_endpoint_url``,
+        ...), each one unset taking the unprefixed option's value; that storage is written to. A module that
+        writes backup sets, or to such a storage, creates a local storage directory that does not exist yet
+        (not in check mode), with a warning saying so; every other module fails on it when it first reads.
         """
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 
         p = self.params
+
+        def option(name: str):
+            value = p.get(prefix + name)
+            return p.get(name) if value is None else value
+
         storage = open_storage(
-            url or p["storage_url"],
-            create=self.writes_sets and not self.check_mode,
-            endpoint_url=p.get("s3_endpoint_url"),
-            access_key=p.get("aws_access_key_id"),
-            secret_key=p.get("aws_secret_access_key"),
-            session_token=p.get("aws_session_token"),
-            region=p.get("aws_region"),
+            url or option("storage_url"),
+            create=(self.writes_sets or bool(prefix)) and not self.check_mode,
+            endpoint_url=option("s3_endpoint_url"),
+            access_key=option("aws_access_key_id"),
+            secret_key=option("aws_secret_access_key"),
+            session_token=option("aws_session_token"),
+            region=option("aws_region"),
             ca_bundle=p.get("s3_ca_bundle"),
             validate_certs=p.get("validate_certs", True),
-            sse=p.get("s3_sse"),
-            sse_kms_key_id=p.get("s3_sse_kms_key_id"),
-            object_lock_mode=p.get("s3_object_lock_mode"),
-            object_lock_days=p.get("s3_object_lock_days"),
+            sse=option("s3_sse"),
+            sse_kms_key_id=option("s3_sse_kms_key_id"),
+            object_lock_mode=option("s3_object_lock_mode"),
+            object_lock_days=option("s3_object_lock_days"),
         )
         if getattr(storage, "created", False):
             self.warn(f"storage directory {storage.root} did not exist: created")

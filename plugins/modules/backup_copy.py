@@ -159,34 +159,6 @@ class CopyModule(BackupModule):
 
     audit_action = "copy"
 
-    def dest_storage(self):
-        """The destination Storage: its own S3 options, each the source's when unset."""
-        from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
-
-        p = self.params
-
-        def given(name: str):
-            return p.get(f"dest_{name}") if p.get(f"dest_{name}") is not None else p.get(name)
-
-        storage = open_storage(
-            p["dest_storage_url"],
-            create=not self.check_mode,
-            endpoint_url=given("s3_endpoint_url"),
-            access_key=given("aws_access_key_id"),
-            secret_key=given("aws_secret_access_key"),
-            session_token=given("aws_session_token"),
-            region=given("aws_region"),
-            ca_bundle=p.get("s3_ca_bundle"),
-            validate_certs=p.get("validate_certs", True),
-            sse=p.get("dest_s3_sse"),
-            sse_kms_key_id=p.get("dest_s3_sse_kms_key_id"),
-            object_lock_mode=p.get("dest_s3_object_lock_mode"),
-            object_lock_days=p.get("dest_s3_object_lock_days"),
-        )
-        if getattr(storage, "created", False):
-            self.warn(f"storage directory {storage.root} did not exist: created")
-        return storage
-
 
 def run(module: CopyModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets, parse_time
@@ -196,7 +168,7 @@ def run(module: CopyModule) -> dict:
 
     p = module.params
     source = module.open_storage()
-    dest = module.dest_storage()
+    dest = module.open_storage(prefix="dest_")
     if (dest.url, getattr(dest, "endpoint_url", None)) == (source.url, getattr(source, "endpoint_url", None)):
         raise ConfigurationError(f"dest_storage_url {dest.url} is the source itself")
     since = parse_time(p["since"]) if p["since"] else None
