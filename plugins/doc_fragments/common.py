@@ -197,3 +197,20 @@ options:
       - Look only at this source's sets; every source when omitted.
     type: str
 """
+
+    LOCATIONS = r"""
+options:
+  storage_fallback_urls:
+    description:
+      - Other storage locations holding copies of the backups (made by M(caas.backup.backup_copy)), tried in this
+        order after O(storage_url) - the primary region being gone is the case they are for.
+      - The restore reads from the first location that holds a complete set of what is asked (with
+        O(trusted_signers), one signed by them), every object its manifest names present at its recorded size; a
+        location that cannot be reached, or lacks such a set, is skipped with a warning naming it. The result's
+        RV(storage_url) says which location was used. Each object's sha256 is checked as it is read.
+      - Every location uses the same S3 options (O(s3_endpoint_url), credentials, O(aws_region)).
+      - Falls back to E(CAAS_BACKUP_STORAGE_FALLBACK_URLS) (comma-separated).
+    type: list
+    elements: str
+    default: []
+"""

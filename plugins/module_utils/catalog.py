@@ -22,9 +22,10 @@ import json
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     COLLECTION_VERSION,
@@ -33,6 +34,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     EncryptionError,
     IntegrityError,
     NotFoundError,
+    StorageError,
 )
 from ansible_collections.caas.backup.plugins.module_utils.signing import NAMESPACE, SignatureError, TrustedKey, verify
 from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
@@ -122,6 +124,7 @@ class BackupSet:
     error: str | None = None
     keys: list[str] = field(default_factory=list)
     size: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # object name -> stored size, from the listing
     signer: TrustedKey | None = None  # the trusted key its manifest signature was checked with
 
     @property
@@ -328,6 +331,7 @@ def list_sets(
         ident = (parts[0], parts[1], parts[2])
         bset = sets.setdefault(ident, BackupSet(*ident))
         bset.keys.append(info.key)
+        bset.sizes[parts[3]] = info.size
         if parts[3] != VERIFICATION:
             bset.size += info.size
         if parts[3] == MANIFEST:
@@ -436,6 +440,53 @@ def find_set(
     if backup_id:
         return get_set(storage, kind, backup_id, source, trust)
     return latest(storage, kind, source, before, trust, warn)
+
+
+def check_stored(bset: BackupSet, storage_url: str = "") -> None:
+    """Refuse a complete set that lacks an object its manifest names, or holds one of another size.
+
+    Only the listing is used (nothing is read): how a storage location is told to hold the whole set
+    before one is chosen to restore from. The sha256 is checked as each object is read.
+    """
+    where = f" in {storage_url}" if storage_url else ""
+    for record in (bset.manifest or {}).get("objects", ()):
+        key = f"{bset.prefix}/{record['name']}"
+        stored = bset.sizes.get(record["name"])
+        if stored is None:
+            raise IntegrityError(f"{key} is missing{where}: the set is incomplete there")
+        if record.get("size") is not None and stored != record["size"]:
+            raise IntegrityError(
+                f"{key}{where} is {stored} bytes but its manifest says {record['size']}: truncated or replaced"
+            )
+
+
+Found = TypeVar("Found")
+
+
+def first_location(
+    storages: Sequence[Storage], find: Callable[[Storage], Found], warn: Callable[[str], None] | None = None
+) -> tuple[Storage, Found]:
+    """The first storage location (in the order given) where ``find`` finds what a restore asked for, and that.
+
+    A location that cannot be reached, lacks it, or holds it incomplete (StorageError, NotFoundError,
+    IntegrityError from ``find``) is passed over; once one is found, ``warn`` is told each passed over and
+    why. When none has it, the error names every location's reason (one location: its own error, as is).
+    Any other error (a bad option, a key that opens nothing) is the same everywhere and is raised at once.
+    """
+    skipped: list[str] = []
+    for storage in storages:
+        try:
+            found = find(storage)
+        except (StorageError, NotFoundError, IntegrityError) as exc:
+            if len(storages) == 1:
+                raise
+            skipped.append(f"{storage.url}: {exc}")
+            continue
+        if warn is not None:
+            for reason in skipped:
+                warn(f"storage location skipped: {reason}")
+        return storage, found
+    raise NotFoundError(f"no storage location holds it complete ({len(storages)} tried): " + "; ".join(skipped))
 
 
 def check_openable(bset: BackupSet, identities: list[str]) -> None:

@@ -116,6 +116,13 @@ RESTORE_SPEC: dict = dict(
 # Options of modules that restore into a target.
 TARGET_SPEC: dict = dict(check_target=dict(type="bool", default=True))
 
+# Options of restore modules: the other storage locations to restore from, in order, after storage_url.
+LOCATIONS_SPEC: dict = dict(
+    storage_fallback_urls=dict(
+        type="list", elements="str", default=[], fallback=(env_fallback, ["CAAS_BACKUP_STORAGE_FALLBACK_URLS"])
+    ),
+)
+
 # Options of modules that look at many sets (prune, info): which kinds and source.
 SELECT_SPEC: dict = dict(
     kinds=dict(
@@ -162,6 +169,7 @@ class BackupModule(AnsibleModule):
         **kwargs,
     ) -> None:
         self.writes_sets = writes
+        self.location_used: str | None = None  # the storage location a restore read from (see locate)
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
@@ -169,6 +177,8 @@ class BackupModule(AnsibleModule):
             spec.update(READ_SPEC)
         if targets:
             spec.update(TARGET_SPEC)
+        if restores or targets:
+            spec.update(LOCATIONS_SPEC)
         if restores:
             spec.update(RESTORE_SPEC)
             kwargs["mutually_exclusive"] = [("backup_id", "before"), *kwargs.get("mutually_exclusive", ())]
@@ -198,33 +208,73 @@ class BackupModule(AnsibleModule):
         self.no_log_values.update(url_secrets(getattr(self, "params", None) or {}))
         super().fail_json(msg, **kwargs)
 
-    def open_storage(self):
-        """The Storage named by ``storage_url`` and the S3 options.
+    def open_storage(self, url: str | None = None, prefix: str = ""):
+        """The Storage named by ``storage_url`` (or ``url``, another location) and the S3 options.
 
-        A module that writes backup sets creates a local storage directory that does not exist yet (not in
-        check mode), with a warning saying so; every other module fails on it when it first reads.
+        ``prefix`` names another storage's options (``dest_``: ``dest_storage_url``, ``dest_s3_endpoint_url``,
+        ...), each one unset taking the unprefixed option's value; that storage is written to. A module that
+        writes backup sets, or to such a storage, creates a local storage directory that does not exist yet
+        (not in check mode), with a warning saying so; every other module fails on it when it first reads.
         """
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 
         p = self.params
+
+        def option(name: str):
+            value = p.get(prefix + name)
+            return p.get(name) if value is None else value
+
         storage = open_storage(
-            p["storage_url"],
-            create=self.writes_sets and not self.check_mode,
-            endpoint_url=p.get("s3_endpoint_url"),
-            access_key=p.get("aws_access_key_id"),
-            secret_key=p.get("aws_secret_access_key"),
-            session_token=p.get("aws_session_token"),
-            region=p.get("aws_region"),
+            url or option("storage_url"),
+            create=(self.writes_sets or bool(prefix)) and not self.check_mode,
+            endpoint_url=option("s3_endpoint_url"),
+            access_key=option("aws_access_key_id"),
+            secret_key=option("aws_secret_access_key"),
+            session_token=option("aws_session_token"),
+            region=option("aws_region"),
             ca_bundle=p.get("s3_ca_bundle"),
             validate_certs=p.get("validate_certs", True),
-            sse=p.get("s3_sse"),
-            sse_kms_key_id=p.get("s3_sse_kms_key_id"),
-            object_lock_mode=p.get("s3_object_lock_mode"),
-            object_lock_days=p.get("s3_object_lock_days"),
+            sse=option("s3_sse"),
+            sse_kms_key_id=option("s3_sse_kms_key_id"),
+            object_lock_mode=option("s3_object_lock_mode"),
+            object_lock_days=option("s3_object_lock_days"),
         )
         if getattr(storage, "created", False):
             self.warn(f"storage directory {storage.root} did not exist: created")
         return storage
+
+    def locations(self) -> list:
+        """The storage locations a restore may read from, in order: ``storage_url``, then ``storage_fallback_urls``.
+
+        Every URL is parsed here, so a bad one fails before any location is contacted; they share the S3 options.
+        """
+        urls = [self.params["storage_url"]]
+        urls += [u for u in self.params.get("storage_fallback_urls") or () if u and u not in urls]
+        return [self.open_storage(u) for u in urls]
+
+    def locate(self, find: Callable) -> tuple:
+        """``(storage, find(storage))`` for the first location where ``find`` succeeds (see ``first_location``).
+
+        A location passed over (unreachable, or without a complete set of what is asked) is a warning naming
+        it; the location used is the result's ``storage_url``.
+        """
+        from ansible_collections.caas.backup.plugins.module_utils.catalog import first_location
+
+        storage, found = first_location(self.locations(), find, self.warn)
+        self.location_used = storage.url
+        return storage, found
+
+    def restore_source(self, kind: str) -> tuple:
+        """``(storage, set)``: the set a restore module was asked for (:meth:`find_set`), from the first location
+        holding it whole (every object its manifest names, at its size)."""
+        from ansible_collections.caas.backup.plugins.module_utils.catalog import check_stored
+
+        def find(storage):
+            bset = self.find_set(storage, kind)
+            check_stored(bset, storage.url)
+            return bset
+
+        return self.locate(find)
 
     def write_options(self):
         """The compression and encryption a new backup set is written with.
@@ -406,6 +456,8 @@ class BackupModule(AnsibleModule):
             result = work(self)
         except Exception as exc:  # noqa: BLE001  reported with its traceback, never swallowed
             self.fail_from_exception(exc, action)
+        if self.location_used:
+            result.setdefault("storage_url", self.location_used)
         self.exit_json(**result)
 
 
@@ -537,6 +589,17 @@ def redis_url(name: str, value: Any, params: dict) -> None:
     url("redis", "rediss")(name, value, params)
     if urlparse(value).password is not None:
         raise ConfigurationError(f"{name} must not hold a password: give it as login_password (never logged)")
+
+
+def storage_location(name: str, value: Any, params: dict) -> None:
+    """A storage URL open_storage accepts (``file:///path``, ``s3://bucket/prefix``), checked without reaching it."""
+    from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
+
+    text(name, value, params)
+    try:
+        open_storage(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
 
 
 def grace_hours(name: str, value: Any, params: dict) -> None:
@@ -680,6 +743,9 @@ OPTION_CHECKS: dict[str, Check] = {
     "url": redis_url,
     "bootstrap_servers": each(host_port),
     "s3_endpoint_url": url("http", "https"),
+    "dest_s3_endpoint_url": url("http", "https"),
+    "dest_storage_url": storage_location,
+    "storage_fallback_urls": each(storage_location),
     "webhook_url": url("http", "https"),
     "webhook_headers": mapping_of(header),
     # how long: seconds unless the name says otherwise
@@ -691,8 +757,10 @@ OPTION_CHECKS: dict[str, Check] = {
     "max_age": bounded(0, YEAR, " seconds"),
     "incomplete_grace_hours": grace_hours,
     "s3_object_lock_days": bounded(1, 100 * 365, " days"),
+    "dest_s3_object_lock_days": bounded(1, 100 * 365, " days"),
     "max_age_hours": max_age_hours,
     "before": iso_time,
+    "since": iso_time,
     "target_time": point_in_time,
     "offsets_timestamp": iso_time,
     # how much
@@ -700,6 +768,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "parallel_collections": bounded(1, 64),
     "insertion_workers": bounded(1, 64),
     "minimum_redundancy": bounded(1, 10000),
+    "newest": bounded(1, 1000000),
     "size_change_ratio": bounded(0, 1000),
     "write_concern": write_concern,
     "alerts": each(alert),
@@ -723,7 +792,7 @@ def validate_options(params: dict, checks: dict[str, Check] = OPTION_CHECKS) -> 
 
 # Options that hold a URL, whose password part (``scheme://user:password@host``) Ansible must mask wherever
 # it would print it (the result's ``invocation`` with -v, error messages), even where the option is refused.
-URL_OPTIONS = ("url", "uri", "scratch_mongo_uri", "s3_endpoint_url", "webhook_url")
+URL_OPTIONS = ("url", "uri", "scratch_mongo_uri", "s3_endpoint_url", "dest_s3_endpoint_url", "webhook_url")
 
 
 def url_secrets(params: dict) -> set[str]:

@@ -31,6 +31,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.locations
   - caas.backup.common.restore
 attributes:
   check_mode:
@@ -60,6 +61,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+storage_url:
+  description: The storage location the set was read from - O(storage_url), or the first of O(storage_fallback_urls)
+    that holds it when the ones before could not be reached or lack it.
+  returned: success
+  type: str
+  sample: s3://caas-backups-dr/prod
 target:
   description: The directory restored into (O(dest)).
   returned: always
@@ -114,8 +121,7 @@ def run(module: BackupModule) -> dict:
 
     p = module.params
     started = time.monotonic()
-    storage = module.open_storage()
-    bset = module.find_set(storage, "config")
+    storage, bset = module.restore_source("config")
     identities = module.identities()
     with fetch_object(storage, bset, "config.tar") as copy:
         with copy.reader(identities) as reader:

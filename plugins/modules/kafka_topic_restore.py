@@ -73,6 +73,7 @@ extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.locations
   - caas.backup.common.restore
   - caas.backup.common.target
 attributes:
@@ -113,6 +114,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+storage_url:
+  description: The storage location the set was read from - O(storage_url), or the first of O(storage_fallback_urls)
+    that holds it when the ones before could not be reached or lack it.
+  returned: success
+  type: str
+  sample: s3://caas-backups-dr/prod
 target:
   description: The cluster restored into - its bootstrap servers, comma-separated.
   returned: always
@@ -205,8 +212,7 @@ def load(module: BackupModule):
     """The backup set asked for and its verified, validated document."""
     from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object
 
-    storage = module.open_storage()
-    bset = module.find_set(storage, "kafka-meta")
+    storage, bset = module.restore_source("kafka-meta")
     with fetch_object(storage, bset, OBJECT_STEM) as copy, copy.reader(module.identities()) as reader:
         return bset, read_document(reader, f"{bset.prefix}/{OBJECT_STEM}")
 

@@ -52,6 +52,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.locations
   - caas.backup.common.target
   - caas.backup.mongo
 attributes:
@@ -88,6 +89,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+storage_url:
+  description: The storage location the set was read from - O(storage_url), or the first of O(storage_fallback_urls)
+    that holds it when the ones before could not be reached or lack it.
+  returned: success
+  type: str
+  sample: s3://caas-backups-dr/prod
 target:
   description: The server restored into, credential-free (C([replica_set/]host:port[,...])).
   returned: always
@@ -164,14 +171,21 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.client import MO
 
 
 def run(module: BackupModule) -> dict:
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import check_stored
     from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
 
     p = module.params
     started = time.monotonic()
-    storage = module.open_storage()
     target = pitr.parse_target(p["target_time"])
-    plan = pitr.plan_restore(storage, p["source_name"], target, module.trusted_signers())
+
+    def find(storage):
+        plan = pitr.plan_restore(storage, p["source_name"], target, module.trusted_signers())
+        for bset in (plan.chain.base, *plan.slices):
+            check_stored(bset, storage.url)
+        return plan
+
+    storage, plan = module.locate(find)
     if module.plan_only:
         summary = plan.summary()
         return module.planned_restore(plan.chain.base, *plan.slices, target=describe(p), **summary)

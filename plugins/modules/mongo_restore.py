@@ -75,6 +75,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.locations
   - caas.backup.common.restore
   - caas.backup.common.target
   - caas.backup.mongo
@@ -107,6 +108,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+storage_url:
+  description: The storage location the set was read from - O(storage_url), or the first of O(storage_fallback_urls)
+    that holds it when the ones before could not be reached or lack it.
+  returned: success
+  type: str
+  sample: s3://caas-backups-dr/prod
 target:
   description: The server restored into, credential-free (C([replica_set/]host:port[,...])).
   returned: always
@@ -190,8 +197,7 @@ def run(module: BackupModule) -> dict:
     p = module.params
     started = time.monotonic()
     renamer = Renamer(p["ns_from"], p["ns_to"])
-    storage = module.open_storage()
-    bset = module.find_set(storage, "mongo-full")
+    storage, bset = module.restore_source("mongo-full")
     if module.plan_only:
         return module.planned_restore(bset, target=describe(p))
     identities = module.identities()

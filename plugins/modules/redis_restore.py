@@ -56,6 +56,7 @@ options:
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.locations
   - caas.backup.common.restore
   - caas.backup.common.target
   - caas.backup.redis
@@ -94,6 +95,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+storage_url:
+  description: The storage location the set was read from - O(storage_url), or the first of O(storage_fallback_urls)
+    that holds it when the ones before could not be reached or lack it.
+  returned: success
+  type: str
+  sample: s3://caas-backups-dr/prod
 target:
   description: The Redis server restored into, credential-free (C(redis://host:port) or C(rediss://host:port)).
   returned: always
@@ -165,10 +172,9 @@ def run(module: BackupModule) -> dict:
     kind = "redis-aof" if p["mode"] == "aof" else "redis-rdb"
     stem = "appendonlydir.tar" if p["mode"] == "aof" else "dump.rdb"
     if module.plan_only:
-        return module.planned_restore(module.find_set(module.open_storage(), kind), target=conn.address)
+        return module.planned_restore(module.restore_source(kind)[1], target=conn.address)
     target = inspect_target(conn, p["service"], p["start_command"], p["config_file"])
-    storage = module.open_storage()
-    bset = module.find_set(storage, kind)
+    storage, bset = module.restore_source(kind)
     identities = module.identities()
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
     restore.check_start()  # apply() checks again; here it also fails check mode and spares the download

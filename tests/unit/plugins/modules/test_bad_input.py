@@ -1,6 +1,6 @@
 """Every module refuses malformed option values cleanly, before it connects to or touches anything.
 
-Each of the 14 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
+Each of the 15 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
 with valid options - storage in an empty temporary ``file://`` directory, servers at a loopback port nothing
 listens on - and one option replaced by a malformed value: a wrong type, an out-of-range or huge number, a
 garbage string, a URL with a bad port, a time out of range, a path below a missing directory. The result
@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from ansible_collections.caas.backup.plugins.module_utils.common import FILE_OPTIONS
 
 MODULES = (
+    "backup_copy",
     "backup_info",
     "backup_notify",
     "backup_verify",
@@ -65,6 +66,7 @@ KAFKA = dict(bootstrap_servers=[f"127.0.0.1:{PORT}"], connect_timeout=1)
 STORAGE = dict(storage_url=f"file://{STORE}")
 # Valid options of each module; each example replaces one of them (or adds one) with a malformed value.
 BASE: dict[str, dict] = {
+    "backup_copy": dict(STORAGE, dest_storage_url=f"file://{WORK}/copy"),
     "backup_info": dict(STORAGE),
     "backup_notify": dict(alerts=[{"severity": "critical", "kind": "config", "source": "app", "message": "old"}]),
     "backup_verify": dict(STORAGE),
@@ -134,6 +136,8 @@ BAD: dict[str, st.SearchStrategy] = {
             "parallel_collections",
             "insertion_workers",
             "minimum_redundancy",
+            "newest",
+            "dest_s3_object_lock_days",
         )
     },
     "connect_timeout": floats,
@@ -149,10 +153,14 @@ BAD: dict[str, st.SearchStrategy] = {
     "url": st.one_of(urls("redis"), st.just("redis://:pw@h.example:6379")),
     "webhook_url": urls("https"),
     "s3_endpoint_url": urls("http"),
+    "dest_s3_endpoint_url": urls("http"),
+    "dest_storage_url": st.sampled_from(["ftp://h.example/x", "s3://", "relative/dir", "file://host/x"]),
+    "storage_fallback_urls": st.lists(st.sampled_from(["ftp://h.example/x", "s3://", "relative/dir"]), min_size=1),
     "bootstrap_servers": st.lists(
         st.sampled_from(["h.example:99999", "h.example", "h.example:abc", ":9092", "h.example:0"]), min_size=1
     ),
     "before": times,
+    "since": times,
     "target_time": st.one_of(times, containers),
     "offsets_timestamp": times,
     "max_age_hours": st.one_of(
@@ -233,6 +241,9 @@ def test_malformed_values_fail_cleanly(module, data):
         ("redis_snapshot", "max_age", -1),
         ("mongo_dump", "tls_ca_file", os.path.join(MISSING, "ca.pem")),
         ("backup_verify", "scratch_dir", MISSING),
+        ("backup_copy", "newest", 0),
+        ("backup_copy", "dest_storage_url", "ftp://h.example/x"),
+        ("config_restore", "storage_fallback_urls", ["s3://"]),
     ],
 )
 def test_known_bad_values_fail_cleanly(module, option, value):
