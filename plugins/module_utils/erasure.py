@@ -264,24 +264,21 @@ def read_entry(storage: Storage, entry: Entry, identities: list[str], trust: lis
     return request
 
 
-def read_ledger(storage: Storage, identities: list[str], trust: list | None = None) -> list[Request]:
-    """Every request of the ledger, oldest first; the first that cannot be read fails the whole read.
+def read_request(storage: Storage, stored: list[Entry], identities: list[str], trust: list | None = None) -> Request:
+    """One request from its stored objects (normally one; two while a re-key swaps them): the first readable."""
+    errors = []
+    for entry in stored:
+        try:
+            return read_entry(storage, entry, identities, trust)
+        except BackupError as exc:
+            errors.append(exc)
+    first = errors[0]
+    raise type(first)(f"the erasure ledger cannot be read ({first}), so it could not be applied") from None
 
-    A request stored twice (a key rotation was interrupted) needs one readable copy.
-    """
-    requests = []
-    for _request_id, stored in sorted(entries(storage).items()):
-        errors = []
-        for entry in stored:
-            try:
-                requests.append(read_entry(storage, entry, identities, trust))
-                break
-            except BackupError as exc:
-                errors.append(exc)
-        else:
-            first = errors[0]
-            raise type(first)(f"the erasure ledger cannot be read ({first}), so it could not be applied") from None
-    return requests
+
+def read_ledger(storage: Storage, identities: list[str], trust: list | None = None) -> list[Request]:
+    """Every request of the ledger, oldest first; one that cannot be read fails the whole read."""
+    return [read_request(storage, stored, identities, trust) for _id, stored in sorted(entries(storage).items())]
 
 
 def apply_ledger(requests: list[Request], engine: str, applier: Callable[[dict], list[tuple[str, int]]]) -> dict:
