@@ -8,11 +8,11 @@ module: backup_erasure
 short_description: Record GDPR erasure requests in the ledger every restore applies
 version_added: 0.1.0
 description:
-  - Records an erasure request (right to erasure) in the storage's erasure ledger - MongoDB namespaces with a
+  - "Records an erasure request (right to erasure) in the storage's erasure ledger - MongoDB namespaces with a
     filter (for example C(caas_auth.users) and C({_id: 42})) and Redis key patterns - with who asked, why and
     when. Old backups are not rewritten; instead M(caas.backup.mongo_restore), M(caas.backup.mongo_oplog_restore)
     and M(caas.backup.redis_restore) (and so C(dr.yml) and drills) apply the whole ledger after every restore
-    and report how many documents or keys it removed.
+    and report how many documents or keys it removed."
   - Each request is one object C(erasure/<request_id>.<tag>.json.age), encrypted to O(encryption_recipients)
     (the backups' recipients - restores already hold the identity that reads it; the filters identify the
     person), signed beside it (C(.sig)) with O(signing_key). Restores given O(trusted_signers) refuse unsigned
@@ -45,15 +45,15 @@ options:
     type: str
   mongodb:
     description:
-      - MongoDB documents to erase - a list of C(namespace) (V(db.collection)) and C(filter) (a non-empty query
-        mapping, MongoDB extended JSON such as C({$oid: ...}) allowed).
+      - "MongoDB documents to erase - a list of C(namespace) (V(db.collection)) and C(filter) (a non-empty query
+        mapping, MongoDB extended JSON such as C({$oid: ...}) allowed)."
     type: list
     elements: dict
     default: []
   redis:
     description:
-      - Redis keys to erase - glob patterns (for example V(session:user:42:*)), or mappings of C(pattern) and
-        C(db) (a database number; every database when not given). A pattern of wildcards only is refused.
+      - "Redis keys to erase - glob patterns (for example V(session:user:42:*)), or mappings of C(pattern) and
+        C(db) (a database number; every database when not given). A pattern of wildcards only is refused."
     type: list
     elements: raw
     default: []

@@ -1,6 +1,6 @@
 """Every module refuses malformed option values cleanly, before it connects to or touches anything.
 
-Each of the 14 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
+Each of the 16 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
 with valid options - storage in an empty temporary ``file://`` directory, servers at a loopback port nothing
 listens on - and one option replaced by a malformed value: a wrong type, an out-of-range or huge number, a
 garbage string, a URL with a bad port, a time out of range, a path below a missing directory. The result
@@ -27,8 +27,10 @@ from hypothesis import strategies as st
 from ansible_collections.caas.backup.plugins.module_utils.common import FILE_OPTIONS
 
 MODULES = (
+    "backup_erasure",
     "backup_info",
     "backup_notify",
+    "backup_rekey",
     "backup_verify",
     "config_backup",
     "config_restore",
@@ -65,8 +67,10 @@ KAFKA = dict(bootstrap_servers=[f"127.0.0.1:{PORT}"], connect_timeout=1)
 STORAGE = dict(storage_url=f"file://{STORE}")
 # Valid options of each module; each example replaces one of them (or adds one) with a malformed value.
 BASE: dict[str, dict] = {
+    "backup_erasure": dict(STORAGE, requested_by="dpo", reason="ticket 1", redis=["user:1:*"]),
     "backup_info": dict(STORAGE),
     "backup_notify": dict(alerts=[{"severity": "critical", "kind": "config", "source": "app", "message": "old"}]),
+    "backup_rekey": dict(STORAGE),
     "backup_verify": dict(STORAGE),
     "config_backup": dict(STORAGE, paths=["a.conf"], root=WORK),
     "config_restore": dict(STORAGE, dest=os.path.join(WORK, "restored")),
