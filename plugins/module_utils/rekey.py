@@ -227,32 +227,47 @@ def rekey_set(storage: Storage, bset: BackupSet, identities: list[str], options:
     return storage.delete(replaced)
 
 
-def rekey_ledger(
-    storage: Storage, identities: list[str], options: WriteOptions, trust: list | None, dry_run: bool
-) -> dict:
-    """Re-encrypt every ledger request: the new object first, then the old ones go (both readable meanwhile)."""
+def plan_ledger(storage: Storage, identities: list[str], options: WriteOptions, trust: list | None) -> dict:
+    """Check the ledger can be re-keyed (each request readable with the old identity, signable): ``rekeyed``
+    (requests to re-key) and ``already`` (at the new recipients)."""
     tag = erasure.recipients_tag(options.recipients)
     done = {"rekeyed": 0, "already": 0}
     for request_id, stored in sorted(erasure.entries(storage).items()):
-        current = [e for e in stored if e.tag == tag]
-        stale = [e for e in stored if e.tag != tag]
-        if any(e.signed for e in stale) and options.signer is None:
+        if any(e.tag == tag for e in stored):
+            done["already"] += 1
+            continue
+        if any(e.signed for e in stored) and options.signer is None:
             raise ConfigurationError(
                 f"erasure request {request_id} is signed: give signing_key or signing_key_file to sign it again"
             )
-        if current:
-            done["already"] += 1
-        else:
-            request = erasure.read_request(storage, stale, identities, trust)
-            done["rekeyed"] += 1
-            if dry_run:
-                continue
-            erasure.store(
-                storage, erasure.entry_key(request_id, options.recipients), erasure.seal(request, options), options
-            )
-        if not dry_run and stale:
-            storage.delete([k for e in stale for k in (e.key, e.key + erasure.SIGNATURE_SUFFIX)])
+        erasure.read_request(storage, stored, identities, trust)
+        done["rekeyed"] += 1
     return done
+
+
+def swap_ledger(
+    storage: Storage, identities: list[str], options: WriteOptions, trust: list | None, final: str | None = None
+) -> int:
+    """Re-encrypt every request to ``options.recipients``: all the new objects first, then the old ones go.
+
+    So at every moment each request has an object of the recipients before or one of those after, all requests
+    alike. :func:`execute` swaps twice: to the old and the new recipients together before any set, to the new
+    alone after every set - a restore with either identity reads the whole ledger throughout. A request already
+    at the ``final`` tag (a killed run got that far) is left as it is. Returns how many requests were written.
+    """
+    tag = erasure.recipients_tag(options.recipients)
+    keep = {tag, final or tag}
+    stored_by_request = erasure.entries(storage)
+    written = 0
+    for request_id, stored in sorted(stored_by_request.items()):
+        if not any(e.tag in keep for e in stored):
+            request = erasure.read_request(storage, stored, identities, trust)
+            sealed = erasure.seal(request, options)
+            erasure.store(storage, erasure.entry_key(request_id, options.recipients), sealed, options)
+            written += 1
+    stale = [e for stored in stored_by_request.values() for e in stored if e.tag not in keep]
+    storage.delete([k for e in stale for k in (e.key, e.key + erasure.SIGNATURE_SUFFIX)])
+    return written
 
 
 def tidy(storage: Storage, plan: SetPlan, signer) -> dict[str, str]:
@@ -278,13 +293,17 @@ def execute(
     trust: list | None,
     ledger: bool,
 ) -> dict:
-    """Carry out a plan (:func:`plan_sets`): tidy and re-key each set, then the ledger.
+    """Carry out a plan (:func:`plan_sets`): tidy and re-key each set; the ledger (with ``ledger``) around them.
 
     Returns ``rekeyed`` (set summaries), ``ledger`` (or None) and ``not_deleted`` (old keys, with why). A
     failure names the set and carries what was re-keyed before it.
     """
     not_deleted: dict[str, str] = {}
     done: list[dict] = []
+    if ledger:
+        old = tuple(str(identity.to_public()) for identity in parse_identities(identities))
+        both = WriteOptions("none", recipients=tuple(dict.fromkeys(options.recipients + old)), signer=options.signer)
+        swap_ledger(storage, identities, both, trust, final=erasure.recipients_tag(options.recipients))
     for plan in plans:
         if plan.action == "skip":
             continue
@@ -295,8 +314,9 @@ def execute(
                 done.append(plan.summary())
         except BackupError as exc:
             raise type(exc)(f"{plan.bset.prefix}: {exc}", rekeyed=done, changed=bool(done)) from None
-    return {
-        "rekeyed": done,
-        "ledger": rekey_ledger(storage, identities, options, trust, dry_run=False) if ledger else None,
-        "not_deleted": not_deleted,
-    }
+    ledger_done = None
+    if ledger:
+        already = len(erasure.entries(storage))
+        written = swap_ledger(storage, identities, options, trust)
+        ledger_done = {"rekeyed": written, "already": already - written}
+    return {"rekeyed": done, "ledger": ledger_done, "not_deleted": not_deleted}

@@ -136,7 +136,7 @@ def run(module: BackupModule) -> dict:
     storage.check()
     trust = module.trusted_signers()
     plans = rekey.plan_sets(module.selected_sets(storage), options, identities)
-    ledger = rekey.rekey_ledger(storage, identities, options, trust, dry_run=True) if p["ledger"] else None
+    ledger = rekey.plan_ledger(storage, identities, options, trust) if p["ledger"] else None
     todo = [plan for plan in plans if plan.action == "rekey"]
     result = dict(
         recipients=rekey.fingerprints(options.recipients),
