@@ -19,16 +19,15 @@ description:
     or forged requests, and a ledger a restore cannot read fails the restore before anything is touched.
   - The request must also be carried out on the live systems - this module only makes it survive restores.
   - The ledger is never pruned (M(caas.backup.s3_backup_prune) does not touch C(erasure/)) - see docs/compliance.md.
-  - O(state=list) lists the requests (who, when, why, which namespaces - never the filters or patterns);
+  - O(list_requests=true) lists the requests (who, when, why, which namespaces - never the filters or patterns);
     with an identity they are decrypted, else only their ids are listed.
 author: caas.backup developers (@caas-backup)
 options:
-  state:
+  list_requests:
     description:
-      - V(present) records a request; V(list) lists the ledger.
-    type: str
-    choices: [present, list]
-    default: present
+      - List the ledger instead of recording a request.
+    type: bool
+    default: false
   request_id:
     description:
       - A name of the request (letters, digits, V(_), V(-)), for example the ticket number; the stored id is the
@@ -37,11 +36,11 @@ options:
     type: str
   requested_by:
     description:
-      - Who asked for the erasure (a person or team; required with O(state=present)).
+      - Who asked for the erasure (a person or team; required unless O(list_requests)).
     type: str
   reason:
     description:
-      - Why - for example the data subject's request and its reference (required with O(state=present)).
+      - Why - for example the data subject's request and its reference (required unless O(list_requests)).
     type: str
   mongodb:
     description:
@@ -92,7 +91,7 @@ EXAMPLES = r"""
 - name: List the ledger
   caas.backup.backup_erasure:
     storage_url: s3://caas-backups/prod
-    state: list
+    list_requests: true
     encryption_identity_file: /root/.config/caas/age-key.txt
   register: ledger
 """
@@ -102,18 +101,18 @@ request:
   description:
     - The request recorded (or, with O(request_id), found already recorded) - C(request_id), C(requested_at),
       C(requested_by), C(reason), C(mongodb_namespaces), C(redis_patterns) (how many).
-  returned: state is present
+  returned: unless O(list_requests)
   type: dict
 key:
   description: The ledger object of the request.
-  returned: state is present
+  returned: unless O(list_requests)
   type: str
   sample: erasure/20260301T101500Z-GDPR-2026-0042.k3f9a1c2e4b.json.age
 requests:
   description:
     - The ledger, oldest first - each as in RV(request) when an identity was given, else C(request_id) and
       C(keys) (its stored objects).
-  returned: state is list
+  returned: O(list_requests) is true
   type: list
   elements: dict
 """
@@ -162,13 +161,13 @@ def _list(module: BackupModule) -> dict:
 
 
 def run(module: BackupModule) -> dict:
-    return _list(module) if module.params["state"] == "list" else _record(module)
+    return _list(module) if module.params["list_requests"] else _record(module)
 
 
 def main() -> None:
     module = ErasureModule(
         dict(
-            state=dict(type="str", default="present", choices=["present", "list"]),
+            list_requests=dict(type="bool", default=False),
             request_id=dict(type="str"),
             requested_by=dict(type="str"),
             reason=dict(type="str"),
@@ -178,9 +177,9 @@ def main() -> None:
         writes=True,
         reads=True,
         supports_check_mode=True,
-        required_if=[("state", "present", ("requested_by", "reason"))],
+        required_if=[("list_requests", False, ("requested_by", "reason"))],
     )
-    module.run(run, "record the erasure request" if module.params["state"] == "present" else "list the erasure ledger")
+    module.run(run, "list the erasure ledger" if module.params["list_requests"] else "record the erasure request")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_an_erasure_recorded_after_a_backup_is_applied_by_every_restore(env, fil
         recorded = run_module("backup_erasure", ask, env)
         assert recorded["rc"] == 0 and recorded["changed"] and recorded["key"].endswith(".json.age"), recorded
         assert run_module("backup_erasure", ask, env)["changed"] is False  # same request_id: recorded once
-        listed = run_module("backup_erasure", dict(identity, state="list"), env)
+        listed = run_module("backup_erasure", dict(identity, list_requests=True), env)
         [entry] = listed["requests"]
         assert entry["requested_by"] == "dpo@example.com"
         assert entry["mongodb_namespaces"] == ["caas_auth.users", "shop.orders"]

@@ -144,7 +144,19 @@ BAD: dict[str, st.SearchStrategy] = {
     "size_change_ratio": floats,
     **{
         name: booleans
-        for name in ("validate_certs", "tls", "drop", "oplog", "check_keys", "list_sets", "follow", "aof", "record")
+        for name in (
+            "validate_certs",
+            "tls",
+            "drop",
+            "oplog",
+            "check_keys",
+            "list_sets",
+            "follow",
+            "aof",
+            "record",
+            "list_requests",
+            "ledger",
+        )
     },
     **{name: choices for name in ("compression", "mode", "method", "level", "offsets", "replay_method")},
     "kinds": st.lists(st.sampled_from(["bogus", "mongo", "CONFIG"]), min_size=1, max_size=2),
