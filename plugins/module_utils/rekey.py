@@ -16,6 +16,10 @@ swapped so that every moment leaves it readable with the old or the new identity
 
 A run killed anywhere leaves the old manifest with its objects (1), or the new one with its objects (2, 3);
 the next run finishes the set and removes what the killed one left (objects no manifest lists).
+
+The erasure ledger, which every restore reads with the identity it restores with, is re-encrypted to the old
+and the new recipients together before the first set and to the new ones alone after the last
+(:func:`swap_ledger`), so it opens with either identity for as long as sets of both exist.
 """
 
 from __future__ import annotations
