@@ -143,6 +143,14 @@ def opens_with(storage, bset, identity) -> bool:
     return True
 
 
+def ledger_opens_with(storage, identity) -> bool:
+    """Whether ``identity`` reads the whole erasure ledger."""
+    try:
+        return len(erasure.read_ledger(storage, [str(identity)])) == 1
+    except EncryptionError:
+        return False
+
+
 def test_a_rekey_killed_midway_leaves_sets_readable_and_a_rerun_rotates_every_key(env, file_url, age_key, tmp_path):
     """Sets (one made by config_backup, two large ones) and an erasure request, all to the old key. The plan
     writes nothing; a re-key SIGKILLed while it writes a new object leaves every set readable with the old or
@@ -185,13 +193,16 @@ def test_a_rekey_killed_midway_leaves_sets_readable_and_a_rerun_rotates_every_ke
     for bset in list_sets(storage):
         assert bset.complete, bset.prefix
         assert opens_with(storage, bset, age_key["identity"]) or opens_with(storage, bset, new), bset.prefix
+    assert ledger_opens_with(storage, age_key["identity"]) or ledger_opens_with(storage, new)
 
     done = run_module("backup_rekey", args, env)
     assert done["rc"] == 0, done
     assert done["ledger"]["rekeyed"] + done["ledger"]["already"] == 1
     for bset in list_sets(storage):
         assert opens_with(storage, bset, new) and not opens_with(storage, bset, age_key["identity"]), bset.prefix
-        assert not [k for k in bset.keys if ".partial-" in k]
+        listed = {f"{bset.prefix}/{r['name']}" for r in bset.manifest["objects"]} | {f"{bset.prefix}/manifest.json"}
+        assert set(bset.keys) == listed, "what the killed run wrote is removed, the old objects are gone"
+    assert ledger_opens_with(storage, new) and not ledger_opens_with(storage, age_key["identity"])
     refused = run_module(
         "config_restore",
         dict(storage_url=file_url, encryption_identity_file=age_key["file"], dest=str(tmp_path / "old")),
