@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pymongo
+import pytest
 import services
 from faults import kill, partial_size_trigger, result_of, run_and_kill, start_module
 from harness import run_module
@@ -216,3 +217,31 @@ def test_a_rekey_killed_midway_leaves_sets_readable_and_a_rerun_rotates_every_ke
     )
     assert restored["rc"] == 0 and (tmp_path / "new" / "app.env").read_text() == "A=1\n", restored
     assert run_module("backup_rekey", args, env)["changed"] is False
+
+
+@pytest.mark.parametrize("appendonly", ["yes", "no"])
+def test_keys_erased_by_a_redis_restore_stay_gone_after_a_restart(env, file_url, tmp_path, appendonly):
+    """The erasure reaches the files Redis loads from: with AOF the rewrite after the restore, without it a
+    BGSAVE. Redis stopped without saving and started again still lacks the erased keys."""
+    inst = Instance(tmp_path, "redis", appendonly=appendonly)
+    try:
+        cache = inst.client()
+        cache.mset({"user:9:a": "1", "user:9:b": "2", "keep": "3"})
+        plain = dict(storage_url=file_url)
+        assert run_module("redis_snapshot", dict(plain, **inst.args()), env)["rc"] == 0
+        asked = dict(plain, requested_by="dpo", reason="GDPR-9", redis=[{"pattern": "user:9:*", "db": 0}])
+        assert run_module("backup_erasure", asked, env)["rc"] == 0
+        cache.flushall()
+        start = services.redis_start_command(inst.handle)
+        done = run_module("redis_restore", dict(plain, **inst.args(), start_command=start), env)
+        assert done["rc"] == 0, done
+        assert done["erasure"]["removed"] == 2 and done["keys"] == 1, done
+        if appendonly == "no":
+            assert "BGSAVE: the RDB on disk holds no erased key" in done["steps"]
+        inst.client().shutdown(nosave=True)
+        inst.handle = services._spawn(
+            "redis", start, inst.handle.dir, inst.port, f"redis://127.0.0.1:{inst.port}/0", 30
+        )
+        assert sorted(inst.client().keys("*")) == ["keep"]
+    finally:
+        inst.stop()
