@@ -98,6 +98,8 @@ doc: venv
 	ansible-doc caas.backup.backup_info > /dev/null
 	ansible-doc caas.backup.backup_verify > /dev/null
 	ansible-doc caas.backup.backup_notify > /dev/null
+	ansible-doc caas.backup.backup_rekey > /dev/null
+	ansible-doc caas.backup.backup_erasure > /dev/null
 	ansible-doc caas.backup.redis_snapshot > /dev/null
 	ansible-doc caas.backup.redis_restore > /dev/null
 	ansible-doc caas.backup.kafka_topic_export > /dev/null

@@ -36,7 +36,12 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     NotFoundError,
     StorageError,
 )
-from ansible_collections.caas.backup.plugins.module_utils.signing import NAMESPACE, SignatureError, TrustedKey, verify
+from ansible_collections.caas.backup.plugins.module_utils.signing import (
+    NAMESPACE,
+    SignatureError,
+    TrustedKey,
+    verify_any,
+)
 from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
 from ansible_collections.caas.backup.plugins.module_utils.stream import (
     ObjectReader,
@@ -288,7 +293,7 @@ def _manifest_problem(
         return f"manifest is not signed (no {SIGNATURE}) and trusted_signers are given"
     try:
         armored = storage.get_bytes(f"{bset.prefix}/{SIGNATURE}").decode("ascii")
-        bset.signer = verify(armored, raw, trust, NAMESPACE)
+        bset.signer = verify_any(armored, raw, trust, NAMESPACE)
     except UnicodeDecodeError:
         return f"manifest signature is not valid: {SIGNATURE} is not an armored SSH signature"
     except SignatureError as exc:

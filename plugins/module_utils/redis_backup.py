@@ -25,6 +25,7 @@ import struct
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
@@ -69,6 +70,7 @@ RDB_VERSIONS = {
 }
 ROLLBACK_PREFIX = ".caas-rollback-"
 STAGING_PREFIX = ".caas-restore-"
+ERASE_BATCH = 500  # keys per SCAN page, UNLINKed together
 
 # Connection options of redis_snapshot and redis_restore (documented in the caas.backup.redis fragment).
 CONNECTION_SPEC: dict = dict(
@@ -117,11 +119,12 @@ class Connection:
     def address(self) -> str:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}"
 
-    def client(self, timeout: float | None = None):
-        """A redis-py client (no connection is made until the first command)."""
+    def client(self, timeout: float | None = None, db: int = 0):
+        """A redis-py client of database ``db`` (no connection is made until the first command)."""
         kwargs: dict = dict(
             host=self.host,
             port=self.port,
+            db=db,
             username=self.username,
             password=self.password,
             socket_connect_timeout=self.connect_timeout,
@@ -755,6 +758,32 @@ def _tail(path: str, lines: int = 5) -> str:
         return "(no log)"
 
 
+def erase_keys(conn: Connection, requests: list) -> dict:
+    """Apply the erasure ledger's Redis items to the restored server (the engine's applier of erasure.py).
+
+    Each pattern is matched (SCAN MATCH, never KEYS) in its ``db``, else in every database holding keys;
+    matches are UNLINKed a SCAN page at a time.
+    """
+    from ansible_collections.caas.backup.plugins.module_utils.erasure import apply_ledger
+
+    keys_per_db = server_facts(conn)["keys_per_db"] if requests else {}
+
+    def applier(item: dict) -> list[tuple[str, int]]:
+        dbs = [item["db"]] if "db" in item else sorted(int(db) for db in keys_per_db)
+        found = []
+        for db in dbs:
+            client = conn.client(db=db)
+            removed, cursor = 0, None
+            while cursor != 0:
+                cursor, keys = _redis_call(conn, "SCAN", client.scan, cursor or 0, item["pattern"], ERASE_BATCH)
+                if keys:  # a key SCAN returns twice is UNLINKed (and counted) once
+                    removed += int(_redis_call(conn, "UNLINK", client.unlink, *keys))
+            found.append((f"db{db}", removed))
+        return found
+
+    return apply_ledger(requests, "redis", applier)
+
+
 @dataclass
 class Target:
     """The Redis server a restore replaces the data of, as found before anything is touched."""
@@ -844,6 +873,7 @@ class Restore:
         self.aside = os.path.join(target.data_dir, ROLLBACK_PREFIX + stamp)
         self.steps: list[str] = []
         self.warnings: list[str] = []
+        self.erasure: dict | None = None
         self._config_text: str | None = None
         self._process: subprocess.Popen | None = None
 
@@ -1065,8 +1095,13 @@ class Restore:
             self._config_text = None  # the file now says appendonly yes again, as before
             self.steps.append(f"CONFIG REWRITE persisted appendonly yes in {t.config_file}")
 
-    def apply(self) -> dict:
-        """Stop, set aside, place, start, check; roll back on any failure. Returns the loaded server's facts."""
+    def apply(self, erase: Callable[[], dict] | None = None) -> dict:
+        """Stop, set aside, place, start, check, erase; roll back on any failure. Returns the loaded server's facts.
+
+        ``erase()`` applies the erasure ledger once the data is up and checked against the manifest, before the
+        AOF is rewritten or an RDB saved, so no file Redis loads from holds what it removed; its report is
+        ``self.erasure``, and the facts returned are counted after it.
+        """
         t = self.target
         self.check_start()
         aof_wanted = t.facts["aof_enabled"]
@@ -1086,6 +1121,14 @@ class Restore:
                 self._start(None)
             self.steps.append("started Redis")
             facts = self._check_loaded()
+            if erase is not None:
+                self.erasure = erase()
+                self.steps.append(f"erasure ledger: removed {self.erasure['removed']} key(s)")
+                if self.erasure["removed"]:
+                    facts = server_facts(t.conn)
+                    if not aof_wanted:  # else the AOF records the removals (or is rewritten below)
+                        bgsave(t.conn, 0)
+                        self.steps.append("BGSAVE: the RDB on disk holds no erased key")
             if self.mode == "rdb" and aof_wanted:
                 self._enable_aof()
         except (BackupError, OSError) as exc:

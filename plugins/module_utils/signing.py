@@ -212,3 +212,20 @@ def verify(armored: str, message: bytes, trusted: list[TrustedKey], namespace: s
     except InvalidSignature:
         raise SignatureError(f"it does not match the signed data (key {signer.label}): tampered") from None
     return signer
+
+
+def verify_any(armored: str, message: bytes, trusted: list[TrustedKey], namespace: str = NAMESPACE) -> TrustedKey:
+    """:func:`verify` for a file of one or more armored signatures: the first that verifies wins.
+
+    A key rotation (backup_rekey) swaps a signed manifest for a re-signed one; for that moment the
+    signature file holds both signatures, so whichever manifest a reader sees verifies. With no
+    signature valid, the error is the first one's.
+    """
+    blocks = [_BEGIN + part.split(_END, 1)[0] + _END for part in armored.split(_BEGIN)[1:]] or [armored]
+    errors = []
+    for block in blocks:
+        try:
+            return verify(block, message, trusted, namespace)
+        except SignatureError as exc:
+            errors.append(exc)
+    raise errors[0]

@@ -23,6 +23,9 @@ description:
     (classic and C($v 2) diff forms), deletes, the commands create, drop, createIndexes, dropIndexes,
     renameCollection and collMod, and transactions (an C(applyOps) entry, expanded; split and prepared ones
     joined first). Replay is idempotent, as the server's own oplog application.
+  - After the replay, applies the erasure ledger (M(caas.backup.backup_erasure)) to every namespace, so erased
+    documents that the base backup or the replayed entries held do not come back. A ledger that cannot be read
+    fails the restore before anything is touched.
 author: caas.backup developers (@caas-backup)
 options:
   target_time:
@@ -154,6 +157,12 @@ window:
   description: The restorable window, C(earliest) and C(latest).
   returned: always
   type: dict
+erasure:
+  description:
+    - The erasure ledger applied after the replay - C(requests), C(removed) (documents; null in check mode) and
+      C(details) (C(request_id), C(target) namespace, C(removed)).
+  returned: always
+  type: dict
 replay_method:
   description: V(applyOps) or V(manual).
   returned: always
@@ -172,6 +181,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.client import MO
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import check_stored
+    from ansible_collections.caas.backup.plugins.module_utils.erasure import planned, read_ledger
     from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
 
@@ -186,9 +196,12 @@ def run(module: BackupModule) -> dict:
         return plan
 
     storage, plan = module.locate(find)
+    ledger = read_ledger(storage, module.identities(), module.trusted_signers())  # unreadable: fail before anything
     if module.plan_only:
         summary = plan.summary()
-        return module.planned_restore(plan.chain.base, *plan.slices, target=describe(p), **summary)
+        return module.planned_restore(
+            plan.chain.base, *plan.slices, target=describe(p), erasure=planned(ledger), **summary
+        )
     result = pitr.restore_to(
         storage,
         lambda: connect(p),
@@ -198,7 +211,9 @@ def run(module: BackupModule) -> dict:
         drop=p["drop"],
         method=p["replay_method"],
         check_mode=module.check_mode,
+        ledger=ledger,
     )
+    result.setdefault("erasure", planned(ledger))  # check mode: what a real run applies
     result.update(
         changed=True, target=describe(p), source=plan.chain.base.source, duration=round(time.monotonic() - started, 3)
     )

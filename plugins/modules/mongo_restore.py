@@ -15,7 +15,8 @@ description:
   - Creates collections with their options (capped, validators, collation, time series) and views, inserts
     the documents with parallel workers, builds the indexes after the data, then replays the archive's oplog
     up to the backup's consistent point (C(last_ts)).
-  - Afterwards compares each collection's count with the backup's and returns them.
+  - Afterwards compares each collection's count with the backup's and returns them, then applies the erasure
+    ledger (M(caas.backup.backup_erasure)) to what was restored, so erased documents do not come back.
 author: caas.backup developers (@caas-backup)
 options:
   ns_include:
@@ -155,9 +156,24 @@ collections:
     - Per restored namespace - C(expected) (documents in the backup), C(count) (now on the target),
       C(inserted), C(duplicates), C(oplog_ops), C(indexes), and C(match) (null where oplog replay or a
       collection kept from before makes the counts incomparable).
+    - C(count) is taken after the erasure ledger was applied; C(erased) (where a request named the collection)
+      is how many documents the ledger removed, after C(match) was checked.
   returned: success and not check mode
   type: list
   elements: dict
+erasure:
+  description:
+    - The erasure ledger (requests recorded by M(caas.backup.backup_erasure)) applied after the restore -
+      C(requests) (how many), C(removed) (documents removed, null in check mode) and C(details) (C(request_id),
+      C(target) namespace, C(removed)). Requests for namespaces this restore did not restore remove nothing.
+    - A ledger that cannot be read (wrong identity, damaged, unsigned with O(trusted_signers)) fails the restore
+      before anything is touched.
+  returned: always
+  type: dict
+  sample:
+    requests: 1
+    removed: 1
+    details: [{request_id: 20260301T101500Z-gdpr-42, target: caas_auth.users, removed: 1}]
 oplog_applied:
   description: Oplog entries replayed.
   returned: success and not check mode
@@ -185,9 +201,11 @@ def _write_concern(value: dict) -> dict:
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
+    from ansible_collections.caas.backup.plugins.module_utils.erasure import planned, read_ledger
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, describe
     from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
         Renamer,
+        erase,
         plan,
         restore_archive,
         select,
@@ -198,9 +216,10 @@ def run(module: BackupModule) -> dict:
     started = time.monotonic()
     renamer = Renamer(p["ns_from"], p["ns_to"])
     storage, bset = module.restore_source("mongo-full")
-    if module.plan_only:
-        return module.planned_restore(bset, target=describe(p))
     identities = module.identities()
+    ledger = read_ledger(storage, identities, module.trusted_signers())  # unreadable: fail before anything
+    if module.plan_only:
+        return module.planned_restore(bset, target=describe(p), erasure=planned(ledger))
     result: dict = dict(
         target=describe(p),
         backup_id=bset.backup_id,
@@ -223,6 +242,7 @@ def run(module: BackupModule) -> dict:
                 return dict(
                     result,
                     changed=True,
+                    erasure=planned(ledger),
                     msg=f"would restore mongo-full backup {bset.backup_id} of {bset.source} ({result['backup_time']}): "
                     f"{len(result['namespaces'])} namespace(s), {documents} document(s), "
                     f"{len(restore_plan.drop)} dropped first",
@@ -237,6 +257,7 @@ def run(module: BackupModule) -> dict:
                     workers=p["insertion_workers"],
                     write_concern=_write_concern(p["write_concern"]),
                 )
+            done["erasure"] = erase(client, ledger, restore_plan.ns_map(), done["collections"])
         finally:
             client.close()
     result.update(done, changed=True, duration=round(time.monotonic() - started, 3))

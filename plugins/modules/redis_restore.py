@@ -22,6 +22,10 @@ description:
     file, O(service) a unit systemd knows - so a restart that cannot work fails with Redis untouched.
   - On any failure after the stop, the previous data (and config file) are put back and Redis is started again,
     and the module fails saying so; when even that start fails, the message names where the previous data is.
+  - Once the data is loaded and its key count checked, the erasure ledger (M(caas.backup.backup_erasure)) is
+    applied - every recorded key pattern is removed (C(SCAN) and C(UNLINK)) - before the AOF is rewritten or,
+    without AOF, a C(BGSAVE) persists it; a failure there rolls the restore back. A ledger that cannot be read
+    fails the restore before anything is touched.
 author: caas.backup developers (@caas-backup)
 options:
   mode:
@@ -138,8 +142,14 @@ backup_facts:
   description: The backup's manifest facts plus what the check found (C(rdb_version), C(crc64), C(redis_check_rdb)).
   returned: always
   type: dict
+erasure:
+  description:
+    - The erasure ledger applied after the load - C(requests), C(removed) (keys; null in check mode) and
+      C(details) (C(request_id), C(target) database such as V(db0), C(removed)).
+  returned: always
+  type: dict
 keys:
-  description: Keys Redis holds after the restore.
+  description: Keys Redis holds after the restore (and the erasure).
   returned: success and not check mode
   type: int
 duration:
@@ -157,11 +167,13 @@ from ansible_collections.caas.backup.plugins.module_utils.redis_backup import CO
 
 def run(module: BackupModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import fetch_object, iso
+    from ansible_collections.caas.backup.plugins.module_utils.erasure import planned, read_ledger
     from ansible_collections.caas.backup.plugins.module_utils.redis_backup import (
         Restore,
         check_rdb_version,
         connection_from_params,
         copy_rdb,
+        erase_keys,
         extract_aof,
         inspect_target,
     )
@@ -171,11 +183,12 @@ def run(module: BackupModule) -> dict:
     conn = connection_from_params(p)
     kind = "redis-aof" if p["mode"] == "aof" else "redis-rdb"
     stem = "appendonlydir.tar" if p["mode"] == "aof" else "dump.rdb"
-    if module.plan_only:
-        return module.planned_restore(module.restore_source(kind)[1], target=conn.address)
-    target = inspect_target(conn, p["service"], p["start_command"], p["config_file"])
+    target = None if module.plan_only else inspect_target(conn, p["service"], p["start_command"], p["config_file"])
     storage, bset = module.restore_source(kind)
     identities = module.identities()
+    ledger = read_ledger(storage, identities, module.trusted_signers())  # unreadable: fail before anything
+    if module.plan_only:
+        return module.planned_restore(bset, target=conn.address, erasure=planned(ledger))
     restore = Restore(target, p["mode"], bset.facts, bset.backup_id, p["check_keys"])
     restore.check_start()  # apply() checks again; here it also fails check mode and spares the download
     result = dict(
@@ -186,6 +199,7 @@ def run(module: BackupModule) -> dict:
         backup_time=iso(bset.time),
         plan=restore.plan(),
         backup_facts=bset.facts,
+        erasure=planned(ledger),
     )
     with fetch_object(storage, bset, stem) as copy, copy.reader(identities) as reader:
         if module.check_mode:
@@ -204,11 +218,12 @@ def run(module: BackupModule) -> dict:
                 duration=round(time.monotonic() - started, 3),
             )
         result["backup_facts"] = dict(bset.facts, **restore.stage(reader))
-    loaded = restore.apply()
+    loaded = restore.apply(lambda: erase_keys(conn, ledger))
     for warning in restore.warnings:
         module.warn(warning)
     return dict(
         result,
+        erasure=restore.erasure,
         steps=restore.steps,
         keys=loaded["keys"],
         duration=round(time.monotonic() - started, 3),

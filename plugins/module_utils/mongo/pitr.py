@@ -624,15 +624,18 @@ def restore_to(
     method: str = "auto",
     check_mode: bool = False,
     spool_dir: str | None = None,
+    ledger: list | tuple = (),
 ) -> dict:
     """Verify the base backup and every slice, then restore the base and replay the slices up to the target.
 
     ``client_factory()`` connects to the target; it is called only after every
     object has been downloaded and checked, so a missing or corrupted object
-    fails before anything is touched.
+    fails before anything is touched. After the replay, the erasure ``ledger``
+    (erasure.read_ledger) is applied to every namespace.
     """
     from ansible_collections.caas.backup.plugins.module_utils.mongo.restore import (
         Renamer,
+        erase,
         plan,
         restore_archive,
         select,
@@ -662,5 +665,6 @@ def restore_to(
                 done = restore_archive(client, reader, base_copy.name, restore_plan)
             result["base_collections"] = done["collections"]
         result.update(replay(client, copies, identities, pitr_plan.chain.start, pitr_plan.target, use_apply_ops))
+        result["erasure"] = erase(client, list(ledger))
     result["restored_to"] = ts_fact(pitr_plan.target)
     return result

@@ -13,6 +13,7 @@ archive's oplog up to its consistent point.
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import app
 
 try:
     import bson
+    import bson.json_util
     from bson.raw_bson import RawBSONDocument
     from pymongo import errors as pymongo_errors
     from pymongo.write_concern import WriteConcern
@@ -423,3 +425,35 @@ def _report(client, restore_plan: RestorePlan, applied: dict[str, int]) -> dict:
     if mismatches:
         raise IntegrityError("restored counts differ from the backup: " + "; ".join(mismatches))
     return {"collections": collections, "oplog_applied": sum(applied.values())}
+
+
+def erase(client, requests: list, ns_map=None, collections: list[dict] | tuple = ()) -> dict:
+    """Apply the erasure ledger's MongoDB items to the restored data (the engine's applier of erasure.py).
+
+    ``ns_map`` maps a backed-up namespace to where this restore put it (None: not restored, nothing to
+    erase there); without it every namespace is its own target (a point-in-time restore). ``collections``
+    (:func:`restore_archive`'s report) get each collection's count after the erasure and its ``erased``.
+    """
+    from ansible_collections.caas.backup.plugins.module_utils.erasure import apply_ledger
+
+    def applier(item: dict) -> list[tuple[str, int]]:
+        target = ns_map(item["namespace"]) if ns_map else item["namespace"]
+        if target is None:
+            return []
+        db, collection = target.split(".", 1)
+        query = bson.json_util.loads(json.dumps(item["filter"]))  # extended JSON: {"$oid": ...}, {"$date": ...}
+        try:
+            return [(target, client[db][collection].delete_many(query).deleted_count)]
+        except pymongo_errors.PyMongoError as exc:
+            raise translate(exc, "the target") from None
+
+    report = apply_ledger(requests, "mongodb", applier)
+    erased: dict[str, int] = {}
+    for detail in report["details"]:
+        erased[detail["target"]] = erased.get(detail["target"], 0) + detail["removed"]
+    for collection in collections:
+        if collection.get("target") in erased:
+            collection["erased"] = erased[collection["target"]]
+            if collection.get("count") is not None:
+                collection["count"] -= collection["erased"]
+    return report

@@ -1,6 +1,6 @@
 """Every module refuses malformed option values cleanly, before it connects to or touches anything.
 
-Each of the 15 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
+Each of the 17 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
 with valid options - storage in an empty temporary ``file://`` directory, servers at a loopback port nothing
 listens on - and one option replaced by a malformed value: a wrong type, an out-of-range or huge number, a
 garbage string, a URL with a bad port, a time out of range, a path below a missing directory. The result
@@ -28,8 +28,10 @@ from ansible_collections.caas.backup.plugins.module_utils.common import FILE_OPT
 
 MODULES = (
     "backup_copy",
+    "backup_erasure",
     "backup_info",
     "backup_notify",
+    "backup_rekey",
     "backup_verify",
     "config_backup",
     "config_restore",
@@ -67,8 +69,10 @@ STORAGE = dict(storage_url=f"file://{STORE}")
 # Valid options of each module; each example replaces one of them (or adds one) with a malformed value.
 BASE: dict[str, dict] = {
     "backup_copy": dict(STORAGE, dest_storage_url=f"file://{WORK}/copy"),
+    "backup_erasure": dict(STORAGE, requested_by="dpo", reason="ticket 1", redis=["user:1:*"]),
     "backup_info": dict(STORAGE),
     "backup_notify": dict(alerts=[{"severity": "critical", "kind": "config", "source": "app", "message": "old"}]),
+    "backup_rekey": dict(STORAGE),
     "backup_verify": dict(STORAGE),
     "config_backup": dict(STORAGE, paths=["a.conf"], root=WORK),
     "config_restore": dict(STORAGE, dest=os.path.join(WORK, "restored")),
@@ -144,7 +148,19 @@ BAD: dict[str, st.SearchStrategy] = {
     "size_change_ratio": floats,
     **{
         name: booleans
-        for name in ("validate_certs", "tls", "drop", "oplog", "check_keys", "list_sets", "follow", "aof", "record")
+        for name in (
+            "validate_certs",
+            "tls",
+            "drop",
+            "oplog",
+            "check_keys",
+            "list_sets",
+            "follow",
+            "aof",
+            "record",
+            "list_requests",
+            "ledger",
+        )
     },
     **{name: choices for name in ("compression", "mode", "method", "level", "offsets", "replay_method")},
     "kinds": st.lists(st.sampled_from(["bogus", "mongo", "CONFIG"]), min_size=1, max_size=2),
