@@ -8,6 +8,9 @@ object at a time in chunks (bounded memory), each checked against its manifest's
 streams; its data first, then its signature, then its manifest, so a copy that fails or is killed midway
 is never a complete set at the destination. Only complete sets of the source are copied; one already
 complete at the destination is skipped.
+
+The erasure ledger (``erasure/``) goes with the sets, before them: every restore applies it, so a copy
+without it would bring erased data back when the copy is what is restored.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     set_order,
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupError, IntegrityError
+from ansible_collections.caas.backup.plugins.module_utils.erasure import PREFIX as ERASURE_PREFIX
+from ansible_collections.caas.backup.plugins.module_utils.erasure import SIGNATURE_SUFFIX
 from ansible_collections.caas.backup.plugins.module_utils.storage import Storage
 from ansible_collections.caas.backup.plugins.module_utils.stream import copy_hashed
 
@@ -125,6 +130,24 @@ def _parse(raw: bytes) -> object:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def ledger_missing(source: Storage, dest: Storage) -> list[str]:
+    """The erasure ledger's objects (requests and their signatures) of ``source`` that ``dest`` lacks, or holds
+    at another size; a signature before its request (a request is read only with its signature there)."""
+    there = {info.key: info.size for info in dest.list(ERASURE_PREFIX)}
+    missing = [info.key for info in source.list(ERASURE_PREFIX) if there.get(info.key) != info.size]
+    return sorted(missing, key=lambda key: (not key.endswith(SIGNATURE_SUFFIX), key))
+
+
+def copy_ledger(source: Storage, dest: Storage, keys: list[str]) -> None:
+    """Copy the ledger objects ``keys`` (see :func:`ledger_missing`) byte for byte, each read back at its size."""
+    for key in keys:
+        data = source.get_bytes(key)
+        dest.put_bytes(key, data)
+        stored = {info.key: info.size for info in dest.list(key)}
+        if stored.get(key) != len(data):
+            raise IntegrityError(f"{key} was not stored whole in {dest.url}: the erasure ledger was not copied")
 
 
 def copy_sets(source: Storage, dest: Storage, plan: CopyPlan) -> tuple[list[dict], list[dict]]:

@@ -130,6 +130,13 @@ failed:
   returned: always
   type: list
   elements: dict
+ledger_copied:
+  description:
+    - The erasure ledger's objects (M(caas.backup.backup_erasure)) copied before the sets, because every restore
+      applies the ledger of the location it restores from; in check mode, those a real run would copy.
+  returned: always
+  type: list
+  elements: str
 would_copy:
   description: In check mode, the sets a real run would copy.
   returned: check mode
@@ -163,7 +170,14 @@ class CopyModule(BackupModule):
 def run(module: CopyModule) -> dict:
     from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets, parse_time
     from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError
-    from ansible_collections.caas.backup.plugins.module_utils.copy import copy_sets, plan_copy, select
+    from ansible_collections.caas.backup.plugins.module_utils.copy import (
+        copy_ledger,
+        copy_sets,
+        ledger_missing,
+        plan_copy,
+        select,
+    )
+    from ansible_collections.caas.backup.plugins.module_utils.erasure import PREFIX as ERASURE_PREFIX
     from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage
 
     p = module.params
@@ -176,8 +190,10 @@ def run(module: CopyModule) -> dict:
     if module.check_mode and isinstance(dest, LocalStorage) and not os.path.isdir(dest.root):
         module.warn(f"storage directory {dest.root} does not exist: a real run creates it")
         there = []
+        ledger = [info.key for info in source.list(ERASURE_PREFIX)]
     else:
         there = list_sets(dest)
+        ledger = ledger_missing(source, dest)
     plan = plan_copy(source, dest, chosen, there)
     for refused in plan.refused:
         module.warn(f"not copied: {refused['set']}: {refused['error']}")
@@ -188,16 +204,20 @@ def run(module: CopyModule) -> dict:
         copied=[],
         failed=[],
         bytes_copied=0,
+        ledger_copied=ledger,
     )
     if module.check_mode:
         return dict(
             result,
-            changed=bool(plan.to_copy),
+            changed=bool(plan.to_copy or ledger),
             would_copy=[s.prefix for s in plan.to_copy],
             msg=f"would copy {len(plan.to_copy)} set(s) to {dest.url}; {len(plan.present)} already there",
         )
+    copy_ledger(source, dest, ledger)  # first: a set restored from the copy must find the erasures after it
     copied, failed = copy_sets(source, dest, plan)
-    result.update(changed=bool(copied), copied=copied, failed=failed, bytes_copied=sum(c["bytes"] for c in copied))
+    result.update(
+        changed=bool(copied or ledger), copied=copied, failed=failed, bytes_copied=sum(c["bytes"] for c in copied)
+    )
     if failed:
         reasons = "; ".join(f"{f['set']}: {f['error']}" for f in failed)
         raise IntegrityError(

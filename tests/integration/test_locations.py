@@ -49,6 +49,22 @@ def test_copies_survive_the_primary_bucket_and_a_corrupted_object_is_never_copie
     data[10] ^= 0x20
     source.put_bytes(bad_key, bytes(data))
 
+    # An erasure request: restores from a copy must apply it too, so the ledger goes with the sets.
+    asked = run_module(
+        "backup_erasure",
+        {
+            "storage_url": primary,
+            "encryption_recipients": [age_key["recipient"]],
+            "requested_by": "dpo",
+            "reason": "ticket 9",
+            "redis": ["user:9:*"],
+        },
+        env,
+    )
+    assert asked["rc"] == 0, asked
+    ledger = sorted(info.key for info in source.list("erasure/"))
+    assert ledger == [asked["key"]]
+
     planned = run_playbook(PLAYBOOKS / "copy.yml", extra, env, "--check")
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert "would copy 2 set(s)" in planned.stdout
@@ -64,6 +80,8 @@ def test_copies_survive_the_primary_bucket_and_a_corrupted_object_is_never_copie
         for key in config.keys:
             assert storage.get_bytes(key) == source.get_bytes(key), f"{key} in {url} is not byte-identical"
         assert [info.key for info in storage.list(f"{bad_prefix}/")] == [], f"{url} holds part of the bad set"
+        for key in ledger:
+            assert storage.get_bytes(key) == source.get_bytes(key), f"the erasure ledger's {key} is not in {url}"
     again = run_module(
         "backup_copy",
         {"storage_url": primary, "dest_storage_url": second, "kinds": ["config"]},
