@@ -195,15 +195,19 @@ _WIDTH = 480
 
 
 def _timeline(sets: list[Mapping], start: float, end: float) -> str:
-    """An SVG strip: one mark per set at its time, green complete, red broken, grey incomplete."""
+    """An SVG strip: one mark per set at its time, as tall as its size is against the largest (4 to 16 px),
+    green complete, red broken, grey incomplete."""
     span = max(end - start, 1.0)
+    largest = max((s.get("size") or 0 for s in sets), default=0) or 1
     marks = []
     for s in sets:
         x = 4 + (_epoch(s["time"]) - start) / span * (_WIDTH - 8)
+        height = 4 + round(12 * (s.get("size") or 0) / largest)
         colour = "#1a7f37" if s.get("complete") else ("#cf222e" if s.get("error") else "#8c959f")
         label = f"{s.get('backup_id')} {s.get('time')} {size(s.get('size'))}"
         marks.append(
-            f'<rect x="{x - 2:.1f}" y="2" width="4" height="16" fill="{colour}"><title>{_e(label)}</title></rect>'
+            f'<rect class="set" x="{x - 2:.1f}" y="{18 - height}" width="4" height="{height}" fill="{colour}">'
+            f"<title>{_e(label)}</title></rect>"
         )
     return (
         f'<svg width="{_WIDTH}" height="20" role="img"><rect x="0" y="9" width="{_WIDTH}" height="2" fill="#d0d7de"/>'

@@ -165,9 +165,14 @@ def test_the_status_page_shows_each_source_its_timeline_window_gaps_verification
     assert "2026-02-21T10:00:00Z PASS 5m00s (objective 4h00m00s)" in text
     assert "drills/20260221T100000Z/report.html" in text
     assert "Alerts (1) warning mongo-oplog/rs0: point-in-time gap" in text
-    # One mark per set on its source's timeline: green complete, red broken.
-    fills = re.findall(r'<rect x="[\d.]+" y="2" width="4" height="16" fill="(#[0-9a-f]+)"', page_text)
-    assert fills == ["#1a7f37", "#cf222e", "#1a7f37"]
+    # One mark per set on its source's timeline, as tall as its size: green complete, red broken.
+    marks = re.findall(r'<rect class="set" x="[\d.]+" y="\d+" width="4" height="(\d+)" fill="(#[0-9a-f]+)"', page_text)
+    assert marks == [("16", "#1a7f37"), ("16", "#cf222e"), ("16", "#1a7f37")]
+    sets[0]["size"] = 512  # a quarter of the largest of its source
+    smaller = re.findall(
+        r'class="set" x="[\d.]+" y="(\d+)" width="4" height="(\d+)"', html_report.status_page(summary, sets, last, NOW)
+    )
+    assert smaller[0] == ("11", "7")
     # The window in blue, its gap in red.
     assert len(re.findall(r'y="4" width="[\d.]+" height="12" fill="#cf222e"', page_text)) == 1
 
