@@ -27,4 +27,5 @@ class FilterModule:
             "drill_targets": evidence.scratch_targets,
             "drill_point": drill_point,
             "drill_report": evidence.drill_report,
+            "drill_shadowed": evidence.shadowed,
         }

@@ -102,8 +102,9 @@ def scratch_targets(targets: Mapping, components: list[str], host_vars: Mapping)
     and ``redis_backup_login_host``/``_port``). A component without a target, or whose target is one of
     production's addresses (the same host and port; for configuration the same directory, or one inside the
     other), is refused - a drill never restores into production.
-    Returns ``targets`` (``{component: target}``, Redis as a dict) and ``refused`` (why, one line each: none
-    when the drill may go on).
+    Returns ``targets`` (``{component: target}``, Redis as a dict), ``refused`` (why, one line each: none
+    when the drill may go on) and ``overrides``: the role variables that point the restores and checks at the
+    targets, with their values (:func:`overrides`).
     """
     chosen: dict = {}
     problems = []
@@ -128,7 +129,34 @@ def scratch_targets(targets: Mapping, components: list[str], host_vars: Mapping)
         chosen[component] = (
             dict(target) if isinstance(target, Mapping) else ({"url": target} if component == "redis" else target)
         )
-    return {"targets": chosen, "refused": problems}
+    return {"targets": chosen, "refused": problems, "overrides": overrides(chosen)}
+
+
+def overrides(targets: Mapping) -> dict:
+    """The role variables that point a drill's restores and health checks at its scratch ``targets``, and their
+    values: for Redis also its own start command or unit and config file (none: never production's)."""
+    found: dict = {}
+    if "mongodb" in targets:
+        found["mongodb_backup_restore_uri"] = targets["mongodb"]
+    if "redis" in targets:
+        redis = targets["redis"]
+        found.update(
+            redis_backup_url=redis.get("url"),
+            redis_backup_service=redis.get("service") or "",
+            redis_backup_start_command=list(redis.get("start_command") or ()),
+            redis_backup_config_file=redis.get("config_file") or "",
+        )
+    if "kafka" in targets:
+        found["kafka_backup_restore_bootstrap_servers"] = list(targets["kafka"])
+    if "config" in targets:
+        found["config_backup_restore_dest"] = targets["config"]
+    return found
+
+
+def shadowed(wanted: Mapping, effective: Mapping) -> list[str]:
+    """The variables of :func:`overrides` (``wanted``) whose ``effective`` value differs: something that outranks
+    the drill's own settings (extra vars) would point a restore elsewhere - maybe at production."""
+    return [name for name, value in wanted.items() if effective.get(name) != value]
 
 
 def _safe(address) -> str:

@@ -92,9 +92,10 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
 ):
     """A drill to a random point in time passes: evidence (JSON, HTML, SHA256SUMS) in drills/<id>/, RTO/RPO,
     the restored data against the backup's manifest, production's current values beside them (it moved on:
-    different, never judged), production untouched. A second drill whose MongoDB target is production's own
-    server and whose scratch Redis cannot start is refused and fails: FAIL evidence stored, non-zero exit,
-    production untouched. Both pages (and backup_info's status page) render in Chromium."""
+    different, never judged), production untouched. A second drill whose MongoDB
+    target is production's own server, whose configuration an extra var points at production, and whose
+    scratch Redis cannot start fails: the first two refused before anything is restored, FAIL evidence stored,
+    non-zero exit, production untouched. Both pages (and backup_info's status page) render in Chromium."""
     store = Path(file_url.removeprefix("file://"))
     env = site_env(svc, file_url, age_key)
     with servers(tmp_path) as start:
@@ -188,12 +189,14 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
         assert f"secantus {window['earliest']} to {window['latest']} none" in shown, shown
         assert f"{report['started_at']} PASS" in shown and f"drills/{drill_id}/report.html" in shown
 
-        # The failing drill: db1's target is production's own server (refused before anything is restored),
-        # cache01's scratch Redis cannot start (its start command exits), app01's configuration restores.
+        # The failing drill: db1's target is production's own server, and an extra var (which outranks the
+        # drill's own settings) points app01's configuration restore at production: both refused before anything
+        # is restored; cache01's scratch Redis cannot start (its start command exits).
         broken_redis = start("redis", "broken-cache")
         failing = dict(
             drill_vars,
             drill_point_in_time="",
+            config_backup_restore_dest=str(root),
             dr_site_targets={
                 "mongodb": mongo.url.replace("127.0.0.1", "localhost"),
                 "redis": {"url": broken_redis.url, "start_command": ["/bin/sh", "-c", "exit 3"]},
@@ -207,16 +210,22 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
         [new_id] = set(stored) - {drill_id}
         check_sums(stored[new_id])
         report = json.loads(stored[new_id]["report.json"])
-        assert report["result"] == "FAIL" and sorted(report["failed"]) == ["mongodb@db1", "redis@cache01"]
+        assert report["result"] == "FAIL"
+        assert sorted(report["failed"]) == ["config@app01", "mongodb@db1", "redis@cache01"]
         errors = {c["component"]: c.get("error", "") for c in report["components"]}
+        assert errors["config"] == (
+            "restore: Failed to check the drill's scratch targets: config_backup_restore_dest set where it "
+            "outranks the drill's target (extra vars?): a drill never restores into production"
+        )
         assert errors["mongodb"] == (
             "restore: Failed to check the drill's scratch targets: mongodb scratch target "
             f"{failing['dr_site_targets']['mongodb']} is production's (caas_backup_mongodb_uri): "
             "a drill never restores into production"
         )
-        assert errors["redis"].startswith("restore: ") and errors["config"] == ""
+        assert errors["redis"].startswith("restore: Failed to restore Redis: Redis exited with code 3")
         assert f"Drill FAIL: evidence in {file_url}/drills/{new_id}/" in failed.stdout
         assert prod.shop.orders.count_documents({}) == 55 and prod_redis.dbsize() == 20
+        assert files(root) == production_files
 
         page = tmp_path / "drill-fail.html"
         page.write_bytes(stored[new_id]["report.html"])

@@ -34,6 +34,18 @@ def test_scratch_targets_elsewhere_pass_and_are_returned():
     checked = evidence.scratch_targets(targets, ALL, PROD)
     assert checked["refused"] == []
     assert checked["targets"] == {**targets, "redis": {"url": "redis://127.0.0.1:6399/0"}}
+    # The role variables that point the restores there; Redis never keeps production's unit or start command.
+    assert checked["overrides"] == {
+        "mongodb_backup_restore_uri": "mongodb://scratch:27017/",
+        "redis_backup_url": "redis://127.0.0.1:6399/0",
+        "redis_backup_service": "",
+        "redis_backup_start_command": [],
+        "redis_backup_config_file": "",
+        "kafka_backup_restore_bootstrap_servers": ["scratch-k:9092"],
+        "config_backup_restore_dest": "/srv/drill",
+    }
+    own = {"url": "redis://h:1", "service": "redis-drill", "config_file": "/etc/drill.conf"}
+    assert evidence.overrides({"redis": own})["redis_backup_service"] == "redis-drill"
     # Only this host's components are checked and returned.
     assert evidence.scratch_targets(targets, ["redis"], PROD)["targets"] == {"redis": {"url": targets["redis"]}}
 
@@ -196,3 +208,11 @@ def test_evidence_needs_a_finished_drill_report():
         evidence.drill_id({"started_at": "yesterday"})
     moment = datetime.datetime(2026, 2, 21, 11, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
     assert evidence.drill_id({"started_at": moment.isoformat()}) == "20260221T100000Z"
+
+
+def test_a_variable_that_outranks_the_drill_is_named():
+    wanted = evidence.overrides({"config": "/srv/drill", "kafka": ["s:9092"]})
+    assert evidence.shadowed(wanted, wanted) == []
+    effective = dict(wanted, config_backup_restore_dest="/srv/caas")
+    assert evidence.shadowed(wanted, effective) == ["config_backup_restore_dest"]
+    assert evidence.shadowed(wanted, {}) == ["kafka_backup_restore_bootstrap_servers", "config_backup_restore_dest"]
