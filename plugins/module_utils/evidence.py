@@ -18,7 +18,8 @@ import json
 import os
 import random
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from urllib.parse import urlparse
 
 from ansible_collections.caas.backup.plugins.module_utils.common import (
@@ -49,13 +50,25 @@ PRODUCTION_VARS = {
 }
 
 
+Resolver = Callable[[str], set[str]]
+
+
 def _host(host: str) -> str:
     host = host.strip("[]").lower()
-    return "127.0.0.1" if host in _LOCAL else host
+    return "127.0.0.1" if host in _LOCAL or host.startswith("127.") else host
 
 
-def _endpoints(component: str, address) -> set[tuple[str, int]]:
-    """The (host, port) pairs an address names; hosts of this machine are one."""
+def resolve(host: str) -> set[str]:
+    """The IP addresses a host name resolves to (none when it does not): a name and its address are one host."""
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+def _endpoints(component: str, address, resolver: Resolver) -> set[tuple[str, int]]:
+    """The (host, port) pairs an address names, each host also as the addresses it resolves to; this machine's
+    names are one."""
     default = _DEFAULT_PORTS[component]
     if isinstance(address, (list, tuple)):
         items = [str(a) for a in address]
@@ -64,7 +77,7 @@ def _endpoints(component: str, address) -> set[tuple[str, int]]:
         items = rest.rpartition("@")[2].split("/")[0].split("?")[0].split(",")
     elif "://" in str(address):
         parsed = urlparse(str(address))
-        return {(_host(parsed.hostname or ""), parsed.port or default)}
+        items = [f"[{parsed.hostname or ''}]:{parsed.port or default}"]
     else:
         items = [str(address)]
     found = set()
@@ -72,8 +85,10 @@ def _endpoints(component: str, address) -> set[tuple[str, int]]:
         host, sep, port = item.strip().rpartition(":")
         if not sep or not port.isdigit():
             host, port = item.strip(), str(default)
-        found.add((_host(host), int(port)))
-    return {e for e in found if e[0]}
+        host = host.strip("[]")
+        if host:
+            found |= {(_host(h), int(port)) for h in {host, *resolver(host)}}
+    return found
 
 
 def _production(component: str, host_vars: Mapping) -> list[tuple[str, object]]:
@@ -93,15 +108,16 @@ def _target_address(component: str, target) -> object:
     return target
 
 
-def scratch_targets(targets: Mapping, components: list[str], host_vars: Mapping) -> dict:
+def scratch_targets(targets: Mapping, components: list[str], host_vars: Mapping, resolver: Resolver = resolve) -> dict:
     """The scratch target of each component a drill restores on this host, checked never to be production.
 
     ``targets`` maps a component to its scratch target: ``mongodb`` a URI, ``redis`` a URL or
     ``{url, start_command | service, config_file}``, ``kafka`` a list of bootstrap servers, ``config`` a
     directory. ``host_vars`` are the host's variables, where production is named (:data:`PRODUCTION_VARS`,
     and ``redis_backup_login_host``/``_port``). A component without a target, or whose target is one of
-    production's addresses (the same host and port; for configuration the same directory, or one inside the
-    other), is refused - a drill never restores into production.
+    production's addresses (the same host - by name or by an address it resolves to - and port; for
+    configuration the same directory, or one inside the other), is refused - a drill never restores into
+    production.
     Returns ``targets`` (``{component: target}``, Redis as a dict), ``refused`` (why, one line each: none
     when the drill may go on) and ``overrides``: the role variables that point the restores and checks at the
     targets, with their values (:func:`overrides`).
@@ -119,7 +135,7 @@ def scratch_targets(targets: Mapping, components: list[str], host_vars: Mapping)
                 mine, theirs = os.path.realpath(str(address)), os.path.realpath(str(value))
                 same = os.path.commonpath([mine, theirs]) in (mine, theirs)
             else:
-                same = bool(_endpoints(component, address) & _endpoints(component, value))
+                same = bool(_endpoints(component, address, resolver) & _endpoints(component, value, resolver))
             if same:
                 problems.append(
                     f"{component} scratch target {_safe(address)} is production's ({name}): a drill never restores "

@@ -20,8 +20,12 @@ PROD = {
 ALL = ["config", "mongodb", "redis", "kafka"]
 
 
-def refused(targets, components=ALL, host_vars=PROD):
-    return evidence.scratch_targets(targets, components, host_vars)["refused"]
+def unresolved(host):
+    return set()
+
+
+def refused(targets, components=ALL, host_vars=PROD, resolver=unresolved):
+    return evidence.scratch_targets(targets, components, host_vars, resolver)["refused"]
 
 
 def test_scratch_targets_elsewhere_pass_and_are_returned():
@@ -31,7 +35,7 @@ def test_scratch_targets_elsewhere_pass_and_are_returned():
         "kafka": ["scratch-k:9092"],
         "config": "/srv/drill",
     }
-    checked = evidence.scratch_targets(targets, ALL, PROD)
+    checked = evidence.scratch_targets(targets, ALL, PROD, unresolved)
     assert checked["refused"] == []
     assert checked["targets"] == {**targets, "redis": {"url": "redis://127.0.0.1:6399/0"}}
     # The role variables that point the restores there; Redis never keeps production's unit or start command.
@@ -47,7 +51,9 @@ def test_scratch_targets_elsewhere_pass_and_are_returned():
     own = {"url": "redis://h:1", "service": "redis-drill", "config_file": "/etc/drill.conf"}
     assert evidence.overrides({"redis": own})["redis_backup_service"] == "redis-drill"
     # Only this host's components are checked and returned.
-    assert evidence.scratch_targets(targets, ["redis"], PROD)["targets"] == {"redis": {"url": targets["redis"]}}
+    assert evidence.scratch_targets(targets, ["redis"], PROD, unresolved)["targets"] == {
+        "redis": {"url": targets["redis"]}
+    }
 
 
 @pytest.mark.parametrize(
@@ -78,6 +84,18 @@ def test_redis_url_and_role_variables_name_production_too():
     assert not refused({"redis": "redis://cache01:6390"}, ["redis"], host_vars)
     # The login port without a host is the module's default host, this machine.
     assert refused({"redis": "redis://127.0.0.1:6380"}, ["redis"], {"redis_backup_login_port": 6380})
+
+
+def test_a_name_and_the_address_it_resolves_to_are_one_host():
+    names = {"db2": {"10.0.0.5"}, "cache01": {"10.0.0.9"}, "drill-db": {"10.0.0.50"}}.get
+    resolver = lambda host: set(names(host) or ())  # noqa: E731
+    assert refused({"mongodb": "mongodb://10.0.0.5:27017/"}, ["mongodb"], resolver=resolver)
+    assert not refused({"mongodb": "mongodb://drill-db:27017/"}, ["mongodb"], resolver=resolver)
+    prod = {"caas_backup_redis_url": "redis://cache01:6379"}
+    assert refused({"redis": "redis://10.0.0.9:6379"}, ["redis"], prod, resolver)
+    # This machine by any loopback address; the real resolver knows localhost.
+    assert refused({"redis": "redis://127.0.1.1:6380"}, ["redis"])
+    assert ("127.0.0.1", 6379) in evidence._endpoints("redis", "redis://localhost", evidence.resolve)
 
 
 def test_a_component_without_a_target_is_refused():
