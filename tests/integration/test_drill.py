@@ -90,12 +90,13 @@ def chromium(page: Path, name: str, tmp_path: Path, height: int = 1400) -> str:
 def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfully(
     svc, file_url, age_key, mongo_server, tmp_path
 ):
-    """A drill to a random point in time passes: evidence (JSON, HTML, SHA256SUMS) in drills/<id>/, RTO/RPO,
-    the restored data against the backup's manifest, production's current values beside them (it moved on:
-    different, never judged), production untouched. A second drill whose MongoDB
-    target is production's own server, whose configuration an extra var points at production, and whose
-    scratch Redis cannot start fails: the first two refused before anything is restored, FAIL evidence stored,
-    non-zero exit, production untouched. Both pages (and backup_info's status page) render in Chromium."""
+    """A drill to a random point in time, into scratch targets a provision hook names, passes: evidence (JSON,
+    HTML, SHA256SUMS) in drills/<id>/, RTO/RPO, the restored data against the backup's manifest, production's
+    current values beside them (it moved on: different, never judged), production untouched. A second drill
+    whose MongoDB target is production's own server, whose configuration an extra var points at production,
+    and whose scratch Redis cannot start fails: the first two refused before anything is restored, FAIL
+    evidence stored, non-zero exit, production untouched. Both pages (and backup_info's status page) render
+    in Chromium."""
     store = Path(file_url.removeprefix("file://"))
     env = site_env(svc, file_url, age_key)
     with servers(tmp_path) as start:
@@ -128,14 +129,20 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
         scratch_redis = start("redis", "scratch-cache")
         scratch_config = tmp_path / "scratch-config"
         reports = tmp_path / "reports"
+        # The provision hook "provisions" the scratch targets (the test started them) and names them in a fact;
+        # dr_site_targets is read after the hook ran.
+        hook = tmp_path / "provision.yml"
+        scratch = {
+            "mongodb": scratch_mongo.url,
+            "redis": {"url": scratch_redis.url, "start_command": services.redis_start_command(scratch_redis)},
+            "config": str(scratch_config),
+        }
+        hook.write_text(json.dumps([{"ansible.builtin.set_fact": {"provisioned": scratch}}]))
         drill_vars = {
             "drill_point_in_time": "random",
             "dr_site_report_dir": str(reports),
-            "dr_site_targets": {
-                "mongodb": scratch_mongo.url,
-                "redis": {"url": scratch_redis.url, "start_command": services.redis_start_command(scratch_redis)},
-                "config": str(scratch_config),
-            },
+            "dr_site_provision_tasks": str(hook),
+            "dr_site_targets": "{{ provisioned | default({}) }}",  # the role checks its arguments earlier
         }
         drill = run_playbook(PLAYBOOKS / "drill.yml", drill_vars, env, inventory=inventory)
         assert drill.returncode == 0, drill.stdout + drill.stderr
@@ -196,6 +203,7 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
         failing = dict(
             drill_vars,
             drill_point_in_time="",
+            dr_site_provision_tasks="",
             config_backup_restore_dest=str(root),
             dr_site_targets={
                 "mongodb": mongo.url.replace("127.0.0.1", "localhost"),
