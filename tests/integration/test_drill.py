@@ -146,7 +146,9 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
         }
         drill = run_playbook(PLAYBOOKS / "drill.yml", drill_vars, env, inventory=inventory)
         assert drill.returncode == 0, drill.stdout + drill.stderr
-        [(drill_id, objects)] = evidence(store).items()
+        stored = evidence(store)
+        assert len(stored) == 1, sorted(stored)
+        drill_id, objects = next(iter(stored.items()))
         assert sorted(objects) == ["SHA256SUMS", "report.html", "report.json"]
         check_sums(objects)
         report = json.loads(objects["report.json"])
@@ -215,7 +217,9 @@ def test_drill_restores_into_scratch_targets_stores_evidence_and_fails_truthfull
         failed = run_playbook(PLAYBOOKS / "drill.yml", failing, env, inventory=inventory)
         assert failed.returncode != 0, failed.stdout
         stored = evidence(store)
-        [new_id] = set(stored) - {drill_id}
+        new_ids = sorted(set(stored) - {drill_id})
+        assert len(new_ids) == 1, new_ids
+        new_id = new_ids[0]
         check_sums(stored[new_id])
         report = json.loads(stored[new_id]["report.json"])
         assert report["result"] == "FAIL"

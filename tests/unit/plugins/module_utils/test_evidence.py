@@ -17,15 +17,17 @@ PROD = {
     "caas_backup_kafka_bootstrap_servers": ["k1:9092", "k2:9092"],
     "config_backup_root": "/srv/caas",
 }
-ALL = ["config", "mongodb", "redis", "kafka"]
+ALL = ("config", "mongodb", "redis", "kafka")
 
 
 def unresolved(host):
     return set()
 
 
-def refused(targets, components=ALL, host_vars=PROD, resolver=unresolved):
-    return evidence.scratch_targets(targets, components, host_vars, resolver)["refused"]
+def refused(targets, components=ALL, host_vars=None, resolver=unresolved):
+    return evidence.scratch_targets(targets, list(components), PROD if host_vars is None else host_vars, resolver)[
+        "refused"
+    ]
 
 
 def test_scratch_targets_elsewhere_pass_and_are_returned():
@@ -35,7 +37,7 @@ def test_scratch_targets_elsewhere_pass_and_are_returned():
         "kafka": ["scratch-k:9092"],
         "config": "/srv/drill",
     }
-    checked = evidence.scratch_targets(targets, ALL, PROD, unresolved)
+    checked = evidence.scratch_targets(targets, list(ALL), PROD, unresolved)
     assert checked["refused"] == []
     assert checked["targets"] == {**targets, "redis": {"url": "redis://127.0.0.1:6399/0"}}
     # The role variables that point the restores there; Redis never keeps production's unit or start command.
@@ -87,8 +89,11 @@ def test_redis_url_and_role_variables_name_production_too():
 
 
 def test_a_name_and_the_address_it_resolves_to_are_one_host():
-    names = {"db2": {"10.0.0.5"}, "cache01": {"10.0.0.9"}, "drill-db": {"10.0.0.50"}}.get
-    resolver = lambda host: set(names(host) or ())  # noqa: E731
+    names = {"db2": {"10.0.0.5"}, "cache01": {"10.0.0.9"}, "drill-db": {"10.0.0.50"}}
+
+    def resolver(host):
+        return names.get(host, set())
+
     assert refused({"mongodb": "mongodb://10.0.0.5:27017/"}, ["mongodb"], resolver=resolver)
     assert not refused({"mongodb": "mongodb://drill-db:27017/"}, ["mongodb"], resolver=resolver)
     prod = {"caas_backup_redis_url": "redis://cache01:6379"}
