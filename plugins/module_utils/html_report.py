@@ -106,15 +106,11 @@ def drill_page(report: Mapping) -> str:
             raw_columns=(3,),
         ),
         "<p>"
-        + f"Started {_e(report.get('started_at'))}, finished {_e(report.get('finished_at'))}. Restored "
-        + (f"to the point in time {_e(target)}" if target else "the latest backups")
+        + f"Started {_e(report.get('started_at'))}, finished {_e(report.get('finished_at'))}. A drill of "
+        + (f"a restore to the point in time {_e(target)}" if target else "the latest backups")
         + (f" ({_e(drill.get('point_in_time'))} point)" if drill.get("point_in_time") else "")
-        + " into scratch targets"
-        + (
-            ": " + _e(", ".join(f"{k} {v}" for k, v in sorted((drill.get("targets") or {}).items())))
-            if drill.get("targets")
-            else ""
-        )
+        + ". Scratch targets: "
+        + _e(", ".join(f"{k} {v}" for k, v in sorted((drill.get("targets") or {}).items())) or "none accepted")
         + ".</p>",
         "<h2>Components</h2>",
         _table(

@@ -79,7 +79,9 @@ def test_the_drill_page_shows_the_verdict_objectives_and_each_check_beside_produ
 
 def test_a_failed_drill_page_says_what_failed():
     report = drill("FAIL")
+    report["drill"]["targets"] = {}
     text = Page(html_report.drill_page(report)).text
+    assert "Scratch targets: none accepted." in text
     assert "DR drill 2026-02-21T10:00:00Z FAIL" in text and "key count 15 3 22 bad" in text
     assert "Failed redis@cache01" in text
 
