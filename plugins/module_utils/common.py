@@ -774,6 +774,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "alerts": each(alert),
     # paths written to, and files read
     "metrics_path": parent_dir,
+    "html_path": parent_dir,
     "lock_dir": existing_dir,
     "scratch_dir": existing_dir,
     **dict.fromkeys(FILE_OPTIONS, existing_file),

@@ -11,7 +11,7 @@ description:
   - Reads the catalog in O(storage_url) and returns the newest complete set per kind and source with its age, size
     and duration, each MongoDB source's point-in-time restore window, and the alerts the thresholds raise.
   - Optionally writes the same facts as Prometheus textfile metrics for node_exporter.
-  - Changes nothing but the metrics file.
+  - Changes nothing but the metrics file and the status page.
 author: caas.backup developers (@caas-backup)
 options:
   max_age_hours:
@@ -49,13 +49,20 @@ options:
       - Write Prometheus text-format metrics to this file (atomically, mode 0644), e.g. for node_exporter's
         textfile collector. Its directory must exist.
     type: path
+  html_path:
+    description:
+      - Write the catalog as a static HTML status page to this file (atomically, mode 0644) - per kind and source
+        a timeline of its sets, their count and sizes, the newest set's age and last verification; per MongoDB
+        source the point-in-time window and its gaps; the alerts; the last DR drill (its evidence in
+        C(drills/), see M(caas.backup.backup_evidence)). No script or external asset. Its directory must exist.
+    type: path
 extends_documentation_fragment:
   - caas.backup.common
   - caas.backup.common.select
 attributes:
   check_mode:
     support: full
-    description: Reports as usual; the metrics file is not written.
+    description: Reports as usual; the metrics file and the status page are not written.
 seealso:
   - module: caas.backup.s3_backup_prune
 """
@@ -112,6 +119,10 @@ sets:
 metrics_path:
   description: The metrics file written.
   returned: when O(metrics_path) is set and not in check mode
+  type: str
+html_path:
+  description: The status page written.
+  returned: when O(html_path) is set and not in check mode
   type: str
 """
 
@@ -170,6 +181,12 @@ def run(module: BackupModule) -> dict:
     if p["metrics_path"] and not module.check_mode:
         write_atomically(p["metrics_path"], render_metrics(result, now))
         result["metrics_path"] = p["metrics_path"]
+    if p["html_path"] and not module.check_mode:
+        from ansible_collections.caas.backup.plugins.module_utils.evidence import latest_drill
+        from ansible_collections.caas.backup.plugins.module_utils.html_report import status_page
+
+        write_atomically(p["html_path"], status_page(result, [s.summary() for s in sets], latest_drill(storage), now))
+        result["html_path"] = p["html_path"]
     return result
 
 
@@ -182,6 +199,7 @@ def main() -> None:
             list_sets=dict(type="bool", default=False),
             incomplete_grace_hours=dict(type="int", default=24),
             metrics_path=dict(type="path"),
+            html_path=dict(type="path"),
         ),
         selects=True,
         supports_check_mode=True,

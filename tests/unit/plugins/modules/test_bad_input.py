@@ -1,6 +1,6 @@
 """Every module refuses malformed option values cleanly, before it connects to or touches anything.
 
-Each of the 17 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
+Each of the 18 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
 with valid options - storage in an empty temporary ``file://`` directory, servers at a loopback port nothing
 listens on - and one option replaced by a malformed value: a wrong type, an out-of-range or huge number, a
 garbage string, a URL with a bad port, a time out of range, a path below a missing directory. The result
@@ -29,6 +29,7 @@ from ansible_collections.caas.backup.plugins.module_utils.common import FILE_OPT
 MODULES = (
     "backup_copy",
     "backup_erasure",
+    "backup_evidence",
     "backup_info",
     "backup_notify",
     "backup_rekey",
@@ -70,6 +71,7 @@ STORAGE = dict(storage_url=f"file://{STORE}")
 BASE: dict[str, dict] = {
     "backup_copy": dict(STORAGE, dest_storage_url=f"file://{WORK}/copy"),
     "backup_erasure": dict(STORAGE, requested_by="dpo", reason="ticket 1", redis=["user:1:*"]),
+    "backup_evidence": dict(STORAGE, report={"result": "PASS", "started_at": "2026-02-21T10:00:00Z"}),
     "backup_info": dict(STORAGE),
     "backup_notify": dict(alerts=[{"severity": "critical", "kind": "config", "source": "app", "message": "old"}]),
     "backup_rekey": dict(STORAGE),
@@ -188,6 +190,10 @@ BAD: dict[str, st.SearchStrategy] = {
     "alerts": st.sampled_from([[{"severity": "bogus"}], [{"message": ["x"]}], ["notadict"], [5]]),
     "policy": st.sampled_from([{"config": {"daily": -1}}, {"nokind": {}}, {"config": "x"}, {"config": {"x": 1}}]),
     "metrics_path": st.just(os.path.join(MISSING, "caas.prom")),
+    "html_path": st.just(os.path.join(MISSING, "status.html")),
+    "report": st.sampled_from(
+        ["notadict", {"result": "PASS"}, {"started_at": "2026-02-21T10:00:00Z"}, {"result": 1, "started_at": "x"}]
+    ),
     "lock_dir": st.just(MISSING),
     "scratch_dir": st.just(MISSING),
     **{name: st.sampled_from([os.path.join(MISSING, "file.pem"), WORK]) for name in FILE_OPTIONS},
@@ -248,6 +254,9 @@ def test_malformed_values_fail_cleanly(module, data):
         ("redis_restore", "timeout", 10**12),
         ("backup_info", "max_age_hours", {"config": "abc"}),
         ("backup_info", "metrics_path", os.path.join(MISSING, "caas.prom")),
+        ("backup_info", "html_path", os.path.join(MISSING, "status.html")),
+        ("backup_evidence", "report", {"result": "PASS", "started_at": "yesterday"}),
+        ("backup_evidence", "report", {"result": "PLANNED", "started_at": "2026-02-21T10:00:00Z"}),
         ("backup_notify", "webhook_url", "ht!tp://::"),
         ("s3_backup_prune", "incomplete_grace_hours", 10**12),
         ("s3_backup_prune", "incomplete_grace_hours", -5),
