@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -148,6 +149,11 @@ class BackupModule(AnsibleModule):
     with ``missing_required_lib`` so the error says what to install.
     """
 
+    # What the audit hook of :meth:`run` records this module's runs as (see audit.py): an action of
+    # audit.ACTIONS, and the kind (a string, or a function of the params) when one is known before the work.
+    audit_action: str | None = None
+    audit_kind: str | Callable[[dict], str] | None = None
+
     def __init__(
         self,
         argument_spec: dict,
@@ -159,9 +165,17 @@ class BackupModule(AnsibleModule):
         selects: bool = False,
         storage: bool = True,
         libraries: tuple[str, ...] = (),
+        audit_action: str | None = None,
+        audit_kind: str | Callable[[dict], str] | None = None,
         **kwargs,
     ) -> None:
         self.writes_sets = writes
+        self.has_storage = storage
+        if audit_action is not None:
+            self.audit_action = audit_action
+        if audit_kind is not None:
+            self.audit_kind = audit_kind
+        self._storage = None
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
@@ -206,6 +220,8 @@ class BackupModule(AnsibleModule):
         """
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 
+        if self._storage is not None:  # the audit hook opened it already
+            return self._storage
         p = self.params
         storage = open_storage(
             p["storage_url"],
@@ -224,6 +240,7 @@ class BackupModule(AnsibleModule):
         )
         if getattr(storage, "created", False):
             self.warn(f"storage directory {storage.root} did not exist: created")
+        self._storage = storage
         return storage
 
     def write_options(self):
@@ -401,12 +418,48 @@ class BackupModule(AnsibleModule):
         and traceback, so no cause is hidden. Every option's value is checked
         first (:func:`validate_options`), before ``work`` touches anything.
         """
+        attempt = None
         try:
             validate_options(self.params)
+            attempt = self._audit_start()
             result = work(self)
         except Exception as exc:  # noqa: BLE001  reported with its traceback, never swallowed
+            self._audit_result(attempt, getattr(exc, "details", {}), exc)
             self.fail_from_exception(exc, action)
+        self._audit_result(attempt, result, None)
         self.exit_json(**result)
+
+    def _audit_start(self):
+        """Record the start of this run (see audit.py), for a module with an ``audit_action``, not in check mode.
+
+        A storage that refuses the record fails the run as the work would have (it needs the same storage).
+        """
+        if not self.audit_action or not self.has_storage or self.check_mode:
+            return None
+        from ansible_collections.caas.backup.plugins.module_utils.audit import record_start
+
+        kind = self.audit_kind(self.params) if callable(self.audit_kind) else self.audit_kind
+        if kind is None and len(self.params.get("kinds") or ()) == 1:
+            kind = self.params["kinds"][0]
+        name = self._name  # Ansible passes the module's name; a module run by hand (tests) is its file's
+        if name == "basic.py":
+            name = os.path.splitext(os.path.basename(getattr(sys.modules["__main__"], "__file__", "") or name))[0]
+        storage = self.open_storage()
+        if not self.writes_sets:
+            storage.check()  # a restore from a storage that is not there fails here, and creates nothing
+        return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
+
+    def _audit_result(self, attempt, result: dict, error: Exception | None) -> None:
+        """Record the result of the run :meth:`_audit_start` recorded; a storage failure here is a warning: the
+        work is done (or failed for its own cause), and the start record alone counts it as failed later."""
+        if attempt is None:
+            return
+        from ansible_collections.caas.backup.plugins.module_utils.audit import record_result
+
+        try:
+            record_result(self._storage, attempt, result, error)
+        except BackupError as exc:
+            self.warn(f"the audit record of this run could not be written: {exc}")
 
 
 def default_source_name(*parts: str) -> str:
