@@ -704,6 +704,11 @@ def max_age_hours(name: str, value: Any, params: dict) -> None:
     mapping_of(bounded(0.01, 10 * YEAR // HOUR, " hours"), _kinds())(name, value, params)
 
 
+def size_change_ratios(name: str, value: Any, params: dict) -> None:
+    """Fractions per backup kind."""
+    mapping_of(bounded(0, 1000), (*_kinds(), "kafka-messages"))(name, value, params)
+
+
 def header(name: str, value: Any, params: dict) -> None:
     """An HTTP header value: a string without line breaks (never echoed: headers carry tokens)."""
     if not isinstance(value, str) or "\n" in value or "\r" in value:
@@ -754,6 +759,12 @@ OPTION_CHECKS: dict[str, Check] = {
     "insertion_workers": bounded(1, 64),
     "minimum_redundancy": bounded(1, 10000),
     "size_change_ratio": bounded(0, 1000),
+    "size_change_ratios": size_change_ratios,
+    "storage_quota_bytes": bounded(1, 2**63 - 1, " bytes"),
+    "audit_window_days": bounded(1, 3660, " days"),
+    "audit_since": iso_time,
+    "audit_until": iso_time,
+    "pushgateway_url": url("http", "https"),
     "write_concern": write_concern,
     "alerts": each(alert),
     # paths written to, and files read
@@ -776,7 +787,7 @@ def validate_options(params: dict, checks: dict[str, Check] = OPTION_CHECKS) -> 
 
 # Options that hold a URL, whose password part (``scheme://user:password@host``) Ansible must mask wherever
 # it would print it (the result's ``invocation`` with -v, error messages), even where the option is refused.
-URL_OPTIONS = ("url", "uri", "scratch_mongo_uri", "s3_endpoint_url", "webhook_url")
+URL_OPTIONS = ("url", "uri", "scratch_mongo_uri", "s3_endpoint_url", "webhook_url", "pushgateway_url")
 
 
 def url_secrets(params: dict) -> set[str]:
