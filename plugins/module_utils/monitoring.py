@@ -10,6 +10,7 @@ storage (:func:`storage_usage`, :func:`latest_drill`) and :func:`push_metrics` a
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -490,6 +491,14 @@ def render_metrics(summary: dict, now: datetime.datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _group(name: str, value: str) -> str:
+    """One label of a Pushgateway grouping key in its URL path: base64 (URL-safe) when the value holds a ``/``
+    or is empty, as the Pushgateway asks."""
+    if value and "/" not in value:
+        return f"{name}/{quote(value, safe='')}"
+    return f"{name}@base64/{base64.urlsafe_b64encode(value.encode()).decode() or '='}"
+
+
 def push_metrics(url: str, job: str, instance: str, text: str, timeout: int, validate_certs: bool = True) -> str:
     """PUT ``text`` to a Pushgateway under the grouping key ``job``/``instance`` (replacing that group's metrics).
 
@@ -501,7 +510,7 @@ def push_metrics(url: str, job: str, instance: str, text: str, timeout: int, val
     from ansible_collections.caas.backup.plugins.module_utils.notify import NotifyError
 
     parsed = urlparse(url)
-    target = f"{url.rstrip('/')}/metrics/job/{quote(job, safe='')}/instance/{quote(instance, safe='')}"
+    target = f"{url.rstrip('/')}/metrics/{_group('job', job)}/{_group('instance', instance)}"
     shown = target.replace(parsed.netloc, parsed.hostname + (f":{parsed.port}" if parsed.port else ""), 1)
     try:
         reply = open_url(
@@ -517,7 +526,7 @@ def push_metrics(url: str, job: str, instance: str, text: str, timeout: int, val
         code = getattr(exc, "code", None)
         body = exc.read().decode(errors="replace").strip()[:300] if code and hasattr(exc, "read") else ""
         reason = f"HTTP {code} {body or getattr(exc, 'reason', '')}" if code else getattr(exc, "reason", exc)
-        raise NotifyError(f"Pushgateway {shown} refused the metrics: {reason}") from None
+        raise NotifyError(f"cannot push metrics to the Pushgateway {shown}: {reason}") from None
     if not 200 <= status < 300:
         raise NotifyError(f"Pushgateway {shown} answered HTTP {status}")
     return shown
