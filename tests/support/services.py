@@ -514,7 +514,8 @@ def start_node_exporter(dir: Path, port: int | None = None, *, timeout: float = 
 def start_pushgateway(dir: Path, port: int | None = None, *, timeout: float = TIMEOUT) -> Handle:
     """Start the Pushgateway (metrics in memory)."""
     port = port or free_port()
-    argv = [binary("prometheus-pushgateway"), f"--web.listen-address={HOST}:{port}"]
+    # Debian's default persists to /var/lib/prometheus/pushgateway.data, shared by every instance: memory only.
+    argv = [binary("prometheus-pushgateway"), f"--web.listen-address={HOST}:{port}", "--persistence.file="]
     return _spawn("pushgateway", argv, Path(dir).resolve(), port, f"http://{HOST}:{port}", timeout)
 
 
