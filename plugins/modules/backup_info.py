@@ -10,7 +10,7 @@ version_added: 0.1.0
 description:
   - Reads the catalog in O(storage_url) and returns the newest complete set per kind and source with its age, size
     and duration, each MongoDB source's point-in-time restore window, the recorded attempts (runs of the backup,
-    prune, verify and restore modules, failed or killed ones too: see RV(attempts)), the storage space, the last
+    prune, verify and restore modules, failed or killed ones too, see RV(attempts)), the storage space, the last
     DR drill, and the alerts the thresholds raise.
   - Optionally writes the same facts as Prometheus metrics, to a textfile for node_exporter's textfile collector
     (O(metrics_path)) and/or to a Pushgateway (O(pushgateway_url)); the collection ships alert rules for them
@@ -93,7 +93,7 @@ options:
       - Incomplete sets and unfinished uploads older than this count as killed or abandoned attempts in
         RV(abandoned) (younger ones may still be being written); the same meaning as in
         M(caas.backup.s3_backup_prune), so the counts are what its next run cleans. From V(0) to V(87600).
-      - An attempt whose start record is older than this and has no result was killed: it counts as failed.
+      - An attempt whose start record is older than this and has no result was killed, and counts as failed.
     type: int
     default: 24
   metrics_path:
