@@ -243,4 +243,3 @@ def attempts(records: list[dict], at: datetime.datetime, grace: datetime.timedel
     for entry in found:
         del entry["time"]
     return found
-
