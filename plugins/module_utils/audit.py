@@ -139,8 +139,9 @@ def set_ids(result: dict, kind: str, source: str) -> list[str]:
     return found
 
 
-def record_result(storage: Storage, attempt: Attempt, result: dict, error: BaseException | None) -> dict:
-    """Write the result record of ``attempt``: ``ok`` with ``result``, or ``failed`` with ``error``'s class.
+def record_result(storage: Storage, attempt: Attempt, result: dict, error: str | None) -> dict:
+    """Write the result record of ``attempt``: ``ok`` with ``result``, or ``failed`` with ``error`` (the class name
+    of the failure, never its message: a message may quote a value).
 
     The kind and source a module found out while working (a derived source name) replace the start's;
     ``result`` is the module's result, or the failure's details (what was done before it failed).
@@ -155,7 +156,7 @@ def record_result(storage: Storage, attempt: Attempt, result: dict, error: BaseE
         finished_at=stamp(finished),
         duration_seconds=round((finished - attempt.started).total_seconds(), 6),
         result="failed" if error is not None else "ok",
-        error=type(error).__name__ if error is not None else None,
+        error=error,
         sets=set_ids(result, kind, source),
     )
     _put(storage, finished, attempt, record)

@@ -176,6 +176,7 @@ class BackupModule(AnsibleModule):
         if audit_kind is not None:
             self.audit_kind = audit_kind
         self._storage = None
+        self._attempt = None  # the run the audit hook is recording (see run)
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
@@ -210,6 +211,8 @@ class BackupModule(AnsibleModule):
         """fail_json, with the passwords inside URL options masked even when the argument spec was refused
         (Ansible fails inside ``__init__`` then, before this class could add them)."""
         self.no_log_values.update(url_secrets(getattr(self, "params", None) or {}))
+        if getattr(self, "_attempt", None) is not None:  # a failure the work reported itself
+            self._audit_result({}, "ModuleFailure")
         super().fail_json(msg, **kwargs)
 
     def open_storage(self):
@@ -418,15 +421,14 @@ class BackupModule(AnsibleModule):
         and traceback, so no cause is hidden. Every option's value is checked
         first (:func:`validate_options`), before ``work`` touches anything.
         """
-        attempt = None
         try:
             validate_options(self.params)
-            attempt = self._audit_start()
+            self._attempt = self._audit_start()
             result = work(self)
         except Exception as exc:  # noqa: BLE001  reported with its traceback, never swallowed
-            self._audit_result(attempt, getattr(exc, "details", {}), exc)
+            self._audit_result(getattr(exc, "details", {}), type(exc).__name__)
             self.fail_from_exception(exc, action)
-        self._audit_result(attempt, result, None)
+        self._audit_result(result, None)
         self.exit_json(**result)
 
     def _audit_start(self):
@@ -449,9 +451,13 @@ class BackupModule(AnsibleModule):
             storage.check()  # a restore from a storage that is not there fails here, and creates nothing
         return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
 
-    def _audit_result(self, attempt, result: dict, error: Exception | None) -> None:
-        """Record the result of the run :meth:`_audit_start` recorded; a storage failure here is a warning: the
-        work is done (or failed for its own cause), and the start record alone counts it as failed later."""
+    def _audit_result(self, result: dict, error: str | None) -> None:
+        """Record the result (``error``: the failure's class name) of the run :meth:`_audit_start` recorded, once.
+
+        A storage failure here is a warning: the work is done (or failed for its own cause), and the start
+        record alone counts the run as failed later.
+        """
+        attempt, self._attempt = self._attempt, None
         if attempt is None:
             return
         from ansible_collections.caas.backup.plugins.module_utils.audit import record_result

@@ -194,10 +194,14 @@ def test_audit_records_every_attempt_without_secrets(svc, s3_url, tmp_path):
     assert bad["rc"] == 1
     checked = run_module("config_backup", {**base, "paths": [str(etc)]}, env, check_mode=True)
     assert checked["rc"] == 0
+    # A failure the module reports itself (fail_json, not an exception): an identity file that is a directory.
+    restore = {**base, "dest": str(tmp_path / "dest"), "encryption_identity_file": str(tmp_path)}
+    refused = run_module("config_restore", restore, env)
+    assert refused["rc"] == 1 and "encryption_identity_file" in refused["msg"], refused
 
     storage = s3_storage(svc, s3_url)
     keys = [info.key for info in storage.list("audit/")]
-    assert len(keys) == 4, keys  # start and result of two runs; check mode records nothing
+    assert len(keys) == 6, keys  # start and result of three runs; check mode records nothing
     raw = b"".join(storage.get_bytes(key) for key in keys)
     assert secret.encode() not in raw and b"aws_secret_access_key" not in raw
     # A killed run: its start record alone, from three days ago.
@@ -223,11 +227,14 @@ def test_audit_records_every_attempt_without_secrets(svc, s3_url, tmp_path):
     assert [(r["module"], r["result"], r["error"]) for r in results] == [
         ("config_backup", "ok", None),
         ("config_backup", "failed", "SourceError"),
+        ("config_restore", "failed", "ModuleFailure"),
     ]
     [made] = [s for s in list_sets(storage) if s.complete]
     assert results[0]["sets"] == [made.prefix] and results[1]["sets"] == []
+    assert results[2]["action"] == "restore" and results[2]["kind"] == "config"
     assert {(r["user"], r["host"]) for r in report["audit"]} == {("alice", "controller01")}
-    [stats] = report["attempts"]
+    [restores, stats] = report["attempts"]
+    assert (restores["action"], restores["failed"], restores["last_error"]) == ("restore", 1, "ModuleFailure")
     assert (stats["succeeded"], stats["failed"], stats["consecutive_failures"]) == (1, 2, 1)
     assert stats["last_result"] == "failed" and stats["last_error"] == "SourceError"
     assert isinstance(stats["last_duration_seconds"], float) and 0 < stats["last_duration_seconds"] < 60

@@ -42,11 +42,12 @@ def test_a_start_and_a_result_record_name_who_what_and_how_it_ended(tmp_path, mo
     assert records[0]["source"] == "" and records[1]["source"] == "cache01"
 
 
-def test_a_failure_records_the_error_class_only(tmp_path):
+def test_a_failure_records_the_error_class_and_no_result_text(tmp_path):
     storage = LocalStorage(str(tmp_path))
     attempt = audit.record_start(storage, "restore", "mongo_restore", "mongo-full", "rs0")
-    error = BackupError("cannot log in as admin with password hunter2")
-    record = audit.record_result(storage, attempt, {}, error)
+    record = audit.record_result(
+        storage, attempt, {"msg": "cannot log in as admin with password hunter2"}, "BackupError"
+    )
     assert (record["result"], record["error"]) == ("failed", "BackupError")
     assert b"hunter2" not in b"".join(storage.get_bytes(i.key) for i in storage.list("audit/"))
 
