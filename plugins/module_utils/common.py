@@ -434,7 +434,9 @@ class BackupModule(AnsibleModule):
     def _audit_start(self):
         """Record the start of this run (see audit.py), for a module with an ``audit_action``, not in check mode.
 
-        A storage that refuses the record fails the run as the work would have (it needs the same storage).
+        A storage that refuses the record fails a backup, as its work would have (it writes there too); a
+        restore from a storage it may only read (read-only credentials on the restore side) goes on, warned
+        that it is not recorded: an audit log must not stand in the way of a recovery.
         """
         if not self.audit_action or not self.has_storage or self.check_mode:
             return None
@@ -447,9 +449,14 @@ class BackupModule(AnsibleModule):
         if name == "basic.py":
             name = os.path.splitext(os.path.basename(getattr(sys.modules["__main__"], "__file__", "") or name))[0]
         storage = self.open_storage()
-        if not self.writes_sets:
-            storage.check()  # a restore from a storage that is not there fails here, and creates nothing
-        return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
+        if self.writes_sets:
+            return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
+        storage.check()  # a restore from a storage that is not there fails here, and creates nothing
+        try:
+            return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
+        except BackupError as exc:
+            self.warn(f"this run is not recorded in the audit log: {exc}")
+            return None
 
     def _audit_result(self, result: dict, error: str | None) -> None:
         """Record the result (``error``: the failure's class name) of the run :meth:`_audit_start` recorded, once.

@@ -6,6 +6,7 @@ import json
 import time
 import urllib.request
 
+import boto3
 import pytest
 import services
 import yaml
@@ -241,3 +242,44 @@ def test_audit_records_every_attempt_without_secrets(svc, s3_url, tmp_path):
 
     later = run_module("backup_info", {"storage_url": s3_url, "audit_since": since, "audit_until": since}, env)
     assert later["rc"] == 0 and later["audit"] == []
+
+
+def test_a_restore_with_read_only_credentials_is_not_stopped_by_the_audit_log(tmp_path):
+    """The restore side may hold read-only S3 keys: its audit record is refused (AccessDenied), and the restore
+    still runs, warned that it is not recorded; a backup with those keys fails, as its write would."""
+    handle = services.start_s3(tmp_path / "s3-iam", unauthenticated_requests=7)  # the readiness check is one
+    try:
+        anyone = dict(
+            endpoint_url=handle.url, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+        )
+        iam = boto3.client("iam", **anyone)
+        keys = {}
+        for user, actions in (("writer", ["s3:*"]), ("reader", ["s3:GetObject", "s3:ListBucket"])):
+            iam.create_user(UserName=user)
+            keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
+
+        def creds(user):
+            key = keys[user]
+            return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+        boto3.client("s3", endpoint_url=handle.url, region_name="us-east-1", **creds("writer")).create_bucket(
+            Bucket="read-only"
+        )
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        (etc / "app.conf").write_text("x = 1\n")
+        env = module_env({}, CAAS_S3_ENDPOINT=handle.url)
+        base = {"storage_url": "s3://read-only/site", "source_name": "app"}
+        made = run_module("config_backup", {**base, "paths": ["app.conf"], "root": str(etc), **creds("writer")}, env)
+        assert made["rc"] == 0, made
+        restored = run_module("config_restore", {**base, "dest": str(tmp_path / "dest"), **creds("reader")}, env)
+        assert restored["rc"] == 0, restored
+        assert (tmp_path / "dest" / "app.conf").read_text() == "x = 1\n"
+        warnings = str(restored["warnings"])
+        assert "this run is not recorded in the audit log: " in warnings and "(AccessDenied)" in warnings
+        refused = run_module("config_backup", {**base, "paths": ["app.conf"], "root": str(etc), **creds("reader")}, env)
+        assert refused["rc"] == 1 and "AccessDenied" in refused["msg"], refused
+    finally:
+        handle.stop()
