@@ -2,6 +2,7 @@
 shipped rules, Alertmanager routing to a webhook in the test; and the audit records behind the attempt metrics."""
 
 import datetime
+import hashlib
 import json
 import time
 import urllib.request
@@ -139,7 +140,12 @@ def test_prometheus_pages_for_each_failure_and_not_for_a_healthy_catalog(monitor
     )
     assert verified["rc"] == 1 and verified["failed"] == 1, verified
     drill = {"result": "FAIL", "started_at": (now - datetime.timedelta(hours=1)).isoformat(), "rto_seconds": 4000}
-    storage.put_bytes(f"drills/{now:%Y%m%dT%H%M%SZ}/report.json", json.dumps(drill).encode())
+    # As backup_evidence stores it (drills helper): the report, then SHA256SUMS (written last) naming its sha256.
+    raw = json.dumps(drill).encode()
+    storage.put_bytes(f"drills/{now:%Y%m%dT%H%M%SZ}/report.json", raw)
+    storage.put_bytes(
+        f"drills/{now:%Y%m%dT%H%M%SZ}/SHA256SUMS", f"{hashlib.sha256(raw).hexdigest()}  report.json\n".encode()
+    )
 
     # The playbook, as the hourly job runs it: the same metrics to the textfile and the Pushgateway.
     play = run_playbook(
