@@ -449,9 +449,11 @@ class BackupModule(AnsibleModule):
         if name == "basic.py":
             name = os.path.splitext(os.path.basename(getattr(sys.modules["__main__"], "__file__", "") or name))[0]
         storage = self.open_storage()
+        # A storage that is not there (no bucket, no directory for a restore) fails here with its own cause,
+        # and nothing is created.
+        storage.check()
         if self.writes_sets:
             return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
-        storage.check()  # a restore from a storage that is not there fails here, and creates nothing
         try:
             return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
         except BackupError as exc:
