@@ -201,7 +201,7 @@ class SetWriter:
         self.options = options
         self.tags = list(tags)
         moment = now or datetime.datetime.now(datetime.timezone.utc)
-        self.started_at = moment.replace(microsecond=0)
+        self.started_at = moment  # to the microsecond: many backups take less than a second
         self.backup_id = new_backup_id(moment)
         self.objects: list[dict] = []
         self.signed = False
@@ -226,7 +226,7 @@ class SetWriter:
             "source": self.source,
             "backup_id": self.backup_id,
             "started_at": iso(self.started_at),
-            "finished_at": iso(finished_at or utcnow()),
+            "finished_at": iso(finished_at or datetime.datetime.now(datetime.timezone.utc)),
             "collection_version": COLLECTION_VERSION,
             "tags": self.tags,
             "objects": self.objects,

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -155,6 +156,11 @@ class BackupModule(AnsibleModule):
     with ``missing_required_lib`` so the error says what to install.
     """
 
+    # What the audit hook of :meth:`run` records this module's runs as (see audit.py): an action of
+    # audit.ACTIONS, and the kind (a string, or a function of the params) when one is known before the work.
+    audit_action: str | None = None
+    audit_kind: str | Callable[[dict], str] | None = None
+
     def __init__(
         self,
         argument_spec: dict,
@@ -166,10 +172,19 @@ class BackupModule(AnsibleModule):
         selects: bool = False,
         storage: bool = True,
         libraries: tuple[str, ...] = (),
+        audit_action: str | None = None,
+        audit_kind: str | Callable[[dict], str] | None = None,
         **kwargs,
     ) -> None:
         self.writes_sets = writes
         self.location_used: str | None = None  # the storage location a restore read from (see locate)
+        self.has_storage = storage
+        if audit_action is not None:
+            self.audit_action = audit_action
+        if audit_kind is not None:
+            self.audit_kind = audit_kind
+        self._storage = None
+        self._attempt = None  # the run the audit hook is recording (see run)
         spec = dict(STORAGE_SPEC) if storage else {}
         if writes:
             spec.update(WRITE_SPEC)
@@ -206,6 +221,8 @@ class BackupModule(AnsibleModule):
         """fail_json, with the passwords inside URL options masked even when the argument spec was refused
         (Ansible fails inside ``__init__`` then, before this class could add them)."""
         self.no_log_values.update(url_secrets(getattr(self, "params", None) or {}))
+        if getattr(self, "_attempt", None) is not None:  # a failure the work reported itself
+            self._audit_result({}, "ModuleFailure")
         super().fail_json(msg, **kwargs)
 
     def open_storage(self, url: str | None = None, prefix: str = ""):
@@ -218,6 +235,9 @@ class BackupModule(AnsibleModule):
         """
         from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
 
+        default = url is None and not prefix
+        if default and self._storage is not None:  # the audit hook opened it already
+            return self._storage
         p = self.params
 
         def option(name: str):
@@ -241,6 +261,8 @@ class BackupModule(AnsibleModule):
         )
         if getattr(storage, "created", False):
             self.warn(f"storage directory {storage.root} did not exist: created")
+        if default:
+            self._storage = storage
         return storage
 
     def locations(self) -> list:
@@ -453,12 +475,59 @@ class BackupModule(AnsibleModule):
         """
         try:
             validate_options(self.params)
+            self._attempt = self._audit_start()
             result = work(self)
         except Exception as exc:  # noqa: BLE001  reported with its traceback, never swallowed
+            self._audit_result(getattr(exc, "details", {}), type(exc).__name__)
             self.fail_from_exception(exc, action)
         if self.location_used:
             result.setdefault("storage_url", self.location_used)
+        self._audit_result(result, None)
         self.exit_json(**result)
+
+    def _audit_start(self):
+        """Record the start of this run (see audit.py), for a module with an ``audit_action``, not in check mode.
+
+        A storage that refuses the record fails a backup, as its work would have (it writes there too); a
+        restore from a storage it may only read (read-only credentials on the restore side) goes on, warned
+        that it is not recorded: an audit log must not stand in the way of a recovery.
+        """
+        if not self.audit_action or not self.has_storage or self.check_mode:
+            return None
+        from ansible_collections.caas.backup.plugins.module_utils.audit import record_start
+
+        kind = self.audit_kind(self.params) if callable(self.audit_kind) else self.audit_kind
+        if kind is None and len(self.params.get("kinds") or ()) == 1:
+            kind = self.params["kinds"][0]
+        name = self._name  # Ansible passes the module's name; a module run by hand (tests) is its file's
+        if name == "basic.py":
+            name = os.path.splitext(os.path.basename(getattr(sys.modules["__main__"], "__file__", "") or name))[0]
+        storage = self.open_storage()
+        if self.writes_sets:
+            storage.check()  # a storage that is not there fails here with its own cause, and nothing is created
+            return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
+        try:  # a restore may read another location (storage_fallback_urls) when this one is gone
+            storage.check()
+            return record_start(storage, self.audit_action, name, kind, self.params.get("source_name"))
+        except BackupError as exc:
+            self.warn(f"this run is not recorded in the audit log: {exc}")
+            return None
+
+    def _audit_result(self, result: dict, error: str | None) -> None:
+        """Record the result (``error``: the failure's class name) of the run :meth:`_audit_start` recorded, once.
+
+        A storage failure here is a warning: the work is done (or failed for its own cause), and the start
+        record alone counts the run as failed later.
+        """
+        attempt, self._attempt = self._attempt, None
+        if attempt is None:
+            return
+        from ansible_collections.caas.backup.plugins.module_utils.audit import record_result
+
+        try:
+            record_result(self._storage, attempt, result, error)
+        except BackupError as exc:
+            self.warn(f"the audit record of this run could not be written: {exc}")
 
 
 def default_source_name(*parts: str) -> str:
@@ -714,6 +783,11 @@ def max_age_hours(name: str, value: Any, params: dict) -> None:
     mapping_of(bounded(0.01, 10 * YEAR // HOUR, " hours"), _kinds())(name, value, params)
 
 
+def size_change_ratios(name: str, value: Any, params: dict) -> None:
+    """Fractions per backup kind."""
+    mapping_of(bounded(0, 1000), (*_kinds(), "kafka-messages"))(name, value, params)
+
+
 def header(name: str, value: Any, params: dict) -> None:
     """An HTTP header value: a string without line breaks (never echoed: headers carry tokens)."""
     if not isinstance(value, str) or "\n" in value or "\r" in value:
@@ -770,6 +844,12 @@ OPTION_CHECKS: dict[str, Check] = {
     "minimum_redundancy": bounded(1, 10000),
     "newest": bounded(1, 1000000),
     "size_change_ratio": bounded(0, 1000),
+    "size_change_ratios": size_change_ratios,
+    "storage_quota_bytes": bounded(1, 2**63 - 1, " bytes"),
+    "audit_window_days": bounded(1, 3660, " days"),
+    "audit_since": iso_time,
+    "audit_until": iso_time,
+    "pushgateway_url": url("http", "https"),
     "write_concern": write_concern,
     "alerts": each(alert),
     # paths written to, and files read
@@ -793,7 +873,15 @@ def validate_options(params: dict, checks: dict[str, Check] = OPTION_CHECKS) -> 
 
 # Options that hold a URL, whose password part (``scheme://user:password@host``) Ansible must mask wherever
 # it would print it (the result's ``invocation`` with -v, error messages), even where the option is refused.
-URL_OPTIONS = ("url", "uri", "scratch_mongo_uri", "s3_endpoint_url", "dest_s3_endpoint_url", "webhook_url")
+URL_OPTIONS = (
+    "url",
+    "uri",
+    "scratch_mongo_uri",
+    "s3_endpoint_url",
+    "dest_s3_endpoint_url",
+    "webhook_url",
+    "pushgateway_url",
+)
 
 
 def url_secrets(params: dict) -> set[str]:

@@ -153,6 +153,7 @@ def main() -> None:
             scratch_dir=dict(type="path"),
         ),
         reads=True,
+        audit_action="verify",
         selects=True,
         supports_check_mode=True,
     )

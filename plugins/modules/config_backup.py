@@ -194,6 +194,8 @@ def main() -> None:
             secrets=dict(type="list", elements="str", default=list(DEFAULT_SECRETS), no_log=False),
         ),
         writes=True,
+        audit_action="write",
+        audit_kind="config",
         supports_check_mode=True,
     )
     module.run(run, "back up configuration")

@@ -156,6 +156,8 @@ def main() -> None:
             only=dict(type="list", elements="str", default=[]),
         ),
         restores=True,
+        audit_action="restore",
+        audit_kind="config",
         supports_check_mode=True,
     )
     module.run(run, "restore configuration")

@@ -218,6 +218,8 @@ def main() -> None:
             record_timestamps=dict(type="bool", default=True),
         ),
         writes=True,
+        audit_action="write",
+        audit_kind="kafka-meta",
         supports_check_mode=True,
     )
     module.run(run, "export Kafka metadata")

@@ -295,6 +295,8 @@ def main() -> None:
             offsets_timestamp=dict(type="str"),
         ),
         restores=True,
+        audit_action="restore",
+        audit_kind="kafka-meta",
         targets=True,
         supports_check_mode=True,
     )

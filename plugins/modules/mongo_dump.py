@@ -299,6 +299,8 @@ def main() -> None:
             import_path=dict(type="path"),
         ),
         writes=True,
+        audit_action="write",
+        audit_kind="mongo-full",
         libraries=("pymongo", "anycrc"),
         supports_check_mode=True,
     )

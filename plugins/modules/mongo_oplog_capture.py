@@ -231,6 +231,8 @@ def main() -> None:
             lock_dir=dict(type="path"),
         ),
         writes=True,
+        audit_action="write",
+        audit_kind="mongo-oplog",
         libraries=("pymongo",),
         supports_check_mode=True,
     )

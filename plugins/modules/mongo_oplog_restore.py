@@ -238,6 +238,8 @@ def main() -> None:
             replay_method=dict(type="str", default="auto", choices=["auto", "applyOps", "manual"]),
         ),
         reads=True,
+        audit_action="restore",
+        audit_kind="mongo-oplog",
         targets=True,
         libraries=("pymongo", "anycrc"),
         supports_check_mode=True,

@@ -279,6 +279,8 @@ def main() -> None:
             write_concern=dict(type="dict", default={"w": "majority"}),
         ),
         restores=True,
+        audit_action="restore",
+        audit_kind="mongo-full",
         targets=True,
         libraries=("pymongo", "anycrc"),
         supports_check_mode=True,

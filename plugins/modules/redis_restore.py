@@ -241,6 +241,8 @@ def main() -> None:
             check_keys=dict(type="bool", default=True),
         ),
         restores=True,
+        audit_action="restore",
+        audit_kind=lambda p: "redis-aof" if p["mode"] == "aof" else "redis-rdb",
         targets=True,
         libraries=("redis", "anycrc"),
         supports_check_mode=True,

@@ -216,6 +216,8 @@ def main() -> None:
             aof=dict(type="bool", default=False),
         ),
         writes=True,
+        audit_action="write",
+        audit_kind=lambda p: "redis-aof" if p["aof"] else "redis-rdb",
         libraries=("redis", "anycrc"),
         supports_check_mode=True,
     )

@@ -244,6 +244,7 @@ def main() -> None:
             incomplete_grace_hours=dict(type="int", default=24),
         ),
         selects=True,
+        audit_action="delete",
         supports_check_mode=True,
     )
     module.run(run, "prune backups")

@@ -25,6 +25,11 @@ def target(request, svc, s3_url, tmp_path):
     return url, open_storage(url), module_env(svc)
 
 
+def sets_stored(storage):
+    """Every stored key but the audit records (a refused prune is recorded as an attempt, and touches no set)."""
+    return sorted(o.key for o in storage.list("") if not o.key.startswith("audit/"))
+
+
 def by_set(result):
     return {f"{p['kind']}/{p['source']}/{p['backup_id']}": p for p in result["plan"]}
 
@@ -72,12 +77,17 @@ def test_unreadable_manifest_means_nothing_is_deleted(target):
     old = make_set(storage, 400)
     broken = make_set(storage, 500)
     storage.put_bytes(f"{broken}/{MANIFEST}", b"{broken")
-    before = sorted(o.key for o in storage.list(""))
+    before = sets_stored(storage)
     result = run_module("s3_backup_prune", {"storage_url": url}, env)
     assert result["rc"] == 1
     assert "unreadable manifest" in result["msg"] and broken in result["msg"]
     assert old in json.dumps(before)
-    assert sorted(o.key for o in storage.list("")) == before
+    assert sets_stored(storage) == before
+    records = [json.loads(storage.get_bytes(o.key)) for o in storage.list("audit/")]
+    assert [(r["record"], r["action"], r.get("result")) for r in records] == [
+        ("start", "delete", None),
+        ("result", "delete", "failed"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -90,11 +100,11 @@ def test_unreadable_manifest_means_nothing_is_deleted(target):
 def test_bad_policy_fails_and_deletes_nothing(target, policy, message):
     url, storage, env = target
     make_set(storage, 400)
-    before = sorted(o.key for o in storage.list(""))
+    before = sets_stored(storage)
     result = run_module("s3_backup_prune", {"storage_url": url, "policy": policy}, env)
     assert result["rc"] == 1 and message in result["msg"]
     assert result["msg"].startswith("Failed to prune backups: ")
-    assert sorted(o.key for o in storage.list("")) == before
+    assert sets_stored(storage) == before
 
 
 def test_unreachable_storage_is_a_clear_error(svc):
@@ -219,11 +229,11 @@ def test_bad_limits_fail_clearly_and_delete_nothing(target, args, message):
     url, storage, env = target
     make_set(storage, 400)
     make_set(storage, 30, commit=False)
-    before = sorted(o.key for o in storage.list(""))
+    before = sets_stored(storage)
     result = run_module("s3_backup_prune", {"storage_url": url, **args}, env)
     assert result["rc"] == 1 and result["msg"].startswith(f"Failed to prune backups: {message}"), result
     assert "exception" not in result
-    assert sorted(o.key for o in storage.list("")) == before
+    assert sets_stored(storage) == before
 
 
 def test_cleanup_keeps_to_the_selected_kinds_and_counts_what_it_cleaned(target, s3):

@@ -1,4 +1,5 @@
-"""Real stand-in servers for the tests and the demo: MongoDB, Redis, Kafka, S3.
+"""Real stand-in servers for the tests and the demo: MongoDB, Redis, Kafka, S3; and, when asked
+(``--only``), the monitoring stack: Prometheus, Alertmanager, node_exporter, Pushgateway.
 
 Each server runs as its own process (own session, so it outlives the caller) on a
 free loopback port, with a subdirectory and a log file under a state directory;
@@ -32,6 +33,9 @@ Gaps measured against the real servers (versions pinned in requirements.txt):
   for), though the raw answer's state and members are right.  A
   group's first JoinGroup answers after ~session_timeout_ms / 2 (45 s default
   in kafka-python: use ~6000); commits, transactions, read_committed work.
+* monitoring, Debian's prometheus 2.42, prometheus-alertmanager 0.25 (clustering off),
+  prometheus-node-exporter 1.5 (only the textfile collector, directory ``<dir>/textfile``) and
+  prometheus-pushgateway 1.5 (no persistence): the real things, on loopback ports.
 * s3, moto 5.2.5 server, in memory: versioning, object lock (COMPLIANCE delete
   refused), multipart, checksums, conditional puts work; any credentials are
   accepted, lifecycle rules are never applied, SSE-KMS key ids are not checked.
@@ -62,6 +66,8 @@ from typing import Any
 from urllib.parse import quote
 
 SERVICES = ("mongo", "redis", "kafka", "s3")
+# Started only when named (``--only``, or the monitoring tests' fixture): other tests do not pay for them.
+MONITORING = ("node-exporter", "pushgateway", "alertmanager", "prometheus")
 BUCKET = "caas-backups"
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -73,6 +79,10 @@ ENV_KEYS = {
     "redis": "CAAS_REDIS_URL",
     "kafka": "CAAS_KAFKA_BOOTSTRAP",
     "s3": "CAAS_S3_ENDPOINT",
+    "node-exporter": "CAAS_NODE_EXPORTER_URL",
+    "pushgateway": "CAAS_PUSHGATEWAY_URL",
+    "alertmanager": "CAAS_ALERTMANAGER_URL",
+    "prometheus": "CAAS_PROMETHEUS_URL",
 }
 TIMEOUT = 30.0
 HOST = "127.0.0.1"
@@ -272,11 +282,22 @@ def s3_client(endpoint: str) -> Any:
     )
 
 
+def _http_ok(url: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=1) as reply:
+        reply.read()
+
+
 CHECKS: dict[str, Callable[[str], object]] = {
     "mongo": _mongo_ping,
     "redis": _redis_ping,
     "kafka": _kafka_metadata,
     "s3": lambda url: s3_client(url).list_buckets(),
+    "node-exporter": lambda url: _http_ok(f"{url}/metrics"),
+    "pushgateway": lambda url: _http_ok(f"{url}/-/ready"),
+    "alertmanager": lambda url: _http_ok(f"{url}/-/ready"),
+    "prometheus": lambda url: _http_ok(f"{url}/-/ready"),
 }
 
 
@@ -472,12 +493,110 @@ def start_s3(
     return _spawn("s3", argv, Path(dir).resolve(), port, f"http://{HOST}:{port}", timeout, env)
 
 
+def _write_json_yaml(path: Path, data: dict[str, Any]) -> Path:
+    """Write a config file that both YAML readers (Prometheus, Alertmanager) read: JSON is YAML."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def start_node_exporter(dir: Path, port: int | None = None, *, timeout: float = TIMEOUT) -> Handle:
+    """Start node_exporter with only its textfile collector, reading ``dir/textfile`` (``*.prom`` files)."""
+    dir = Path(dir).resolve()
+    (dir / "textfile").mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [binary("prometheus-node-exporter"), f"--web.listen-address={HOST}:{port}"]
+    argv += ["--collector.disable-defaults", "--collector.textfile"]
+    argv += [f"--collector.textfile.directory={dir / 'textfile'}"]
+    return _spawn("node-exporter", argv, dir, port, f"http://{HOST}:{port}", timeout)
+
+
+def start_pushgateway(dir: Path, port: int | None = None, *, timeout: float = TIMEOUT) -> Handle:
+    """Start the Pushgateway (metrics in memory)."""
+    port = port or free_port()
+    # Debian's default persists to /var/lib/prometheus/pushgateway.data, shared by every instance: memory only.
+    argv = [binary("prometheus-pushgateway"), f"--web.listen-address={HOST}:{port}", "--persistence.file="]
+    return _spawn("pushgateway", argv, Path(dir).resolve(), port, f"http://{HOST}:{port}", timeout)
+
+
+def start_alertmanager(
+    dir: Path,
+    port: int | None = None,
+    *,
+    webhook_url: str | None = None,
+    group_wait: str = "30s",
+    timeout: float = TIMEOUT,
+) -> Handle:
+    """Start Alertmanager routing every alert to *webhook_url* (to none without one), clustering off."""
+    dir = Path(dir).resolve()
+    port = port or free_port()
+    receiver: dict[str, Any] = {"name": "default"}
+    if webhook_url:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": False}]
+    route = {
+        "receiver": "default",
+        "group_by": ["alertname", "kind", "source", "instance"],
+        "group_wait": group_wait,
+        "group_interval": group_wait,
+        "repeat_interval": "4h",
+    }
+    conf = _write_json_yaml(dir / "alertmanager.yml", {"route": route, "receivers": [receiver]})
+    argv = [binary("prometheus-alertmanager"), f"--config.file={conf}", f"--storage.path={dir / 'data'}"]
+    argv += [f"--web.listen-address={HOST}:{port}", "--cluster.listen-address="]
+    return _spawn("alertmanager", argv, dir, port, f"http://{HOST}:{port}", timeout)
+
+
+def start_prometheus(
+    dir: Path,
+    port: int | None = None,
+    *,
+    scrape: dict[str, str] | None = None,
+    alertmanager: str | None = None,
+    rule_files: Iterable[str | Path] = (),
+    interval: str = "15s",
+    timeout: float = TIMEOUT,
+) -> Handle:
+    """Start Prometheus scraping *scrape* (job name to ``http://host:port``; labels honoured, as a
+    Pushgateway needs), evaluating *rule_files* every *interval* and alerting *alertmanager*."""
+    dir = Path(dir).resolve()
+    port = port or free_port()
+    jobs = [
+        {"job_name": job, "honor_labels": True, "static_configs": [{"targets": [target.split("://")[-1]]}]}
+        for job, target in (scrape or {}).items()
+    ]
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(Path(f).resolve()) for f in rule_files],
+        "scrape_configs": jobs,
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.split("://")[-1]]}]}]}
+    conf = _write_json_yaml(dir / "prometheus.yml", config)
+    argv = [binary("prometheus"), f"--config.file={conf}", f"--storage.tsdb.path={dir / 'data'}"]
+    argv += [f"--web.listen-address={HOST}:{port}"]
+    return _spawn("prometheus", argv, dir, port, f"http://{HOST}:{port}", timeout)
+
+
 STARTERS: dict[str, Callable[..., Handle]] = {
     "mongo": start_mongo,
     "redis": start_redis,
     "kafka": start_kafka,
     "s3": start_s3,
+    "node-exporter": start_node_exporter,
+    "pushgateway": start_pushgateway,
+    "alertmanager": start_alertmanager,
+    "prometheus": start_prometheus,
 }
+RULES = Path(__file__).resolve().parents[2] / "roles" / "backup_monitoring" / "files" / "prometheus"
+
+
+def _monitoring_opts(name: str, state: State) -> dict[str, Any]:
+    """What a monitoring service started by ``up`` is pointed at: the others already up in *state*."""
+    if name != "prometheus":
+        return {}
+    scrape = {job: state[job]["url"] for job in ("node-exporter", "pushgateway") if job in state}
+    am = state.get("alertmanager", {}).get("url")
+    return {"scrape": scrape, "alertmanager": am, "rule_files": [str(RULES / "caas-backup-rules.yml")]}
 
 
 @contextlib.contextmanager
@@ -524,11 +643,12 @@ def up(
     """
     state_dir = Path(state_dir).resolve()
     names = list(SERVICES if only is None else only)
-    if set(names) - set(SERVICES):
-        raise ServiceError(f"unknown service in {names}; known: {', '.join(SERVICES)}")
+    if set(names) - set(SERVICES) - set(MONITORING):
+        raise ServiceError(f"unknown service in {names}; known: {', '.join(SERVICES + MONITORING)}")
+    names.sort(key=lambda n: (SERVICES + MONITORING).index(n))  # Prometheus after what it scrapes
     with _locked(state_dir) as state:
         for name in names:
-            opts = {"auth": mongo_auth, "tls": mongo_tls} if name == "mongo" else {}
+            opts = {"auth": mongo_auth, "tls": mongo_tls} if name == "mongo" else _monitoring_opts(name, state)
             entry = state.pop(name, None)
             if entry and _reusable(name, entry, opts):
                 state[name] = entry
@@ -556,6 +676,8 @@ def up(
                 env[ENV_KEYS[name]] = entry["url"]
         if "CAAS_S3_ENDPOINT" in env:
             env |= {"CAAS_S3_BUCKET": BUCKET, **S3_ENV}
+        if "CAAS_NODE_EXPORTER_URL" in env:
+            env["CAAS_NODE_EXPORTER_TEXTFILE_DIR"] = str(Path(state["node-exporter"]["dir"]) / "textfile")
         return env
 
 
@@ -589,7 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state-dir", type=Path, default=Path(default))
-    parser.add_argument("--only", action="append", choices=SERVICES, help="repeatable")
+    parser.add_argument(
+        "--only", action="append", choices=SERVICES + MONITORING, help="repeatable; the monitoring ones only so"
+    )
     parser.add_argument("--mongo-auth", action="store_true", help="SCRAM auth on")
     parser.add_argument("--mongo-tls", action="store_true", help="TLS, self-signed")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="per service")

@@ -174,3 +174,147 @@ def test_slices_no_full_backup_reaches_are_a_gap():
     alerts, summary = gap_alerts([*fulls, *slices], NOW)
     assert summary["pitr"]["app"]["gaps"] == [{"from": "2026-11-19T12:00:00Z", "to": "2026-11-24T11:00:00Z"}]
     assert [a["message"] for a in alerts] == ["point-in-time gap from 2026-11-19T12:00:00Z to 2026-11-24T11:00:00Z"]
+
+
+# ---- issue 13: per-kind thresholds, attempts, space, drills
+
+
+def test_oplog_slices_are_no_size_anomaly_but_full_backups_still_are():
+    slices = [bset(2, kind="mongo-oplog", size=1000), bset(1, kind="mongo-oplog", size=90000)]
+    fulls = [bset(26, kind="mongo-full", size=1000), bset(1, kind="mongo-full", size=5000)]
+    summary = summarize(slices + fulls, NOW, DEFAULT_MAX_AGE_HOURS, 0.5)
+    assert [(a["kind"], a["severity"]) for a in summary["alerts"]] == [("mongo-full", "warning")]
+    anomaly = {e["kind"]: e["size_anomaly"] for e in summary["latest"]}
+    assert anomaly == {"mongo-full": True, "mongo-oplog": False}
+    # A kind's own ratio wins over the general one, both ways.
+    tuned = summarize(slices + fulls, NOW, DEFAULT_MAX_AGE_HOURS, 0.5, size_change_ratios={"mongo-full": 10})
+    assert tuned["alerts"] == []
+    strict = summarize(slices, NOW, DEFAULT_MAX_AGE_HOURS, 0.5, size_change_ratios={"mongo-oplog": 2})
+    assert [a["kind"] for a in strict["alerts"]] == ["mongo-oplog"]
+
+
+def test_sub_second_durations_and_the_baseline_of_the_previous_sets():
+    sets = [bset(h, took=t) for h, t in ((5, 10), (4, 12), (3, 11), (2, 0.25))]
+    [entry] = summarize(sets, NOW, DEFAULT_MAX_AGE_HOURS, 0)["latest"]
+    assert entry["duration_seconds"] == 0.25 and entry["duration_baseline_seconds"] == 11
+    assert entry["max_age_seconds"] == 25 * 3600
+
+
+def attempt(result, error=None, kind="config", source="app", action="write", minute=0):
+    return {
+        "action": action,
+        "kind": kind,
+        "source": source,
+        "result": result,
+        "error": error,
+        "started_at": f"2026-11-24T10:{minute:02d}:00Z",
+        "finished_at": f"2026-11-24T10:{minute:02d}:01.5Z",
+        "duration_seconds": 1.5,
+    }
+
+
+def test_attempt_stats_count_and_two_failures_in_a_row_are_critical():
+    tried = [
+        attempt("failed", "SourceError", minute=1),
+        attempt("ok", minute=2),
+        attempt("failed", "SourceError", minute=3),
+        attempt("failed", "killed", minute=4),
+        attempt("running", minute=5),
+        attempt("failed", "StorageError", action="verify", kind="", minute=6),
+    ]
+    summary = summarize([bset(1)], NOW, DEFAULT_MAX_AGE_HOURS, 0.5, attempts=tried)
+    stats = {(s["action"], s["kind"]): s for s in summary["attempts"]}
+    write = stats[("write", "config")]
+    assert (write["succeeded"], write["failed"], write["consecutive_failures"]) == (1, 3, 2)
+    assert (write["last_result"], write["last_error"], write["last_attempt_time"]) == (
+        "failed",
+        "killed",
+        "2026-11-24T10:04:01.5Z",
+    )
+    assert stats[("verify", "")]["consecutive_failures"] == 1
+    [alert] = summary["alerts"]
+    assert alert["severity"] == "critical" and alert["message"] == (
+        "the last 2 config write attempts of app failed (last: killed)"
+    )
+
+
+def test_storage_space_alerts_and_a_failed_drill():
+    def alerts(**extra):
+        return [(a["severity"], a["message"]) for a in summarize([], NOW, {}, 0, **extra)["alerts"]]
+
+    assert alerts(storage={"total_bytes": 100, "free_bytes": 10}) == [
+        ("critical", "backup storage has 10% free (below 20%)")
+    ]
+    assert alerts(storage={"total_bytes": 100, "free_bytes": 30}) == [
+        ("warning", "backup storage has 30% free (below 50%)")
+    ]
+    assert alerts(storage={"total_bytes": 100, "free_bytes": 60}, drill={"result": "PASS"}) == []
+    assert alerts(drill={"result": "FAIL", "started_at": "2026-11-24T09:00:00Z"}) == [
+        ("critical", "the last DR drill (2026-11-24T09:00:00Z) failed")
+    ]
+
+
+def test_storage_usage_against_a_quota_or_the_filesystem(tmp_path):
+    from ansible_collections.caas.backup.plugins.module_utils.monitoring import storage_usage
+    from ansible_collections.caas.backup.plugins.module_utils.storage import LocalStorage
+
+    storage = LocalStorage(str(tmp_path))
+    storage.put_bytes("config/app/x/data", b"x" * 300)
+    assert storage_usage(storage, 1000) == {"total_bytes": 1000, "free_bytes": 700, "used_bytes": 300}
+    assert storage_usage(storage, 100)["free_bytes"] == 0
+    disk = storage_usage(storage)
+    assert 0 < disk["free_bytes"] <= disk["total_bytes"]
+
+
+def test_metrics_of_attempts_space_drill_and_verification():
+    from ansible_collections.caas.backup.plugins.module_utils.monitoring import render_metrics as render
+
+    newest = bset(1)
+    summary = summarize(
+        [bset(2), newest],
+        NOW,
+        DEFAULT_MAX_AGE_HOURS,
+        0.5,
+        expected=[("redis-rdb", "cache")],
+        verifications={newest.prefix: {"ok": False, "verified_at": "2026-11-24T11:30:00Z"}},
+        attempts=[attempt("failed", "SourceError")],
+        storage={"total_bytes": 1000, "free_bytes": 400},
+        drill={"result": "FAIL", "finished_at": "2026-11-24T10:00:00Z", "rto_seconds": 4000.5, "rpo_seconds": True},
+    )
+    lines = set(render(summary, NOW).splitlines())
+    labels = '{kind="config",source="app"}'
+    attempt_labels = '{action="write",kind="config",source="app"}'
+    for line in (
+        f"caas_backup_max_age_seconds{labels} 90000",
+        f"caas_backup_size_anomaly{labels} 0",
+        f"caas_backup_stored_bytes{labels} 2000",
+        'caas_backup_missing{kind="redis-rdb",source="cache"} 1',
+        f"caas_backup_consecutive_failures{attempt_labels} 1",
+        f"caas_backup_last_attempt_success{attempt_labels} 0",
+        f"caas_backup_last_attempt_timestamp_seconds{attempt_labels} {parse(attempt('x')['finished_at'])}",
+        f"caas_backup_attempts_failed{attempt_labels} 1",
+        f"caas_backup_last_verification_success{labels} 0",
+        f"caas_backup_last_verification_timestamp_seconds{labels} {parse('2026-11-24T11:30:00Z')}",
+        "caas_backup_storage_total_bytes 1000",
+        "caas_backup_storage_free_bytes 400",
+        "caas_backup_drill_success 0",
+        f"caas_backup_drill_last_timestamp_seconds {parse('2026-11-24T10:00:00Z')}",
+        "caas_backup_drill_rto_seconds 4000.5",
+    ):
+        assert line in lines
+    assert not any(line.startswith("caas_backup_drill_rpo_seconds ") for line in lines), "a bool is no number"
+
+
+def parse(text):
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import parse_time
+
+    return parse_time(text).timestamp()
+
+
+def test_label_values_are_escaped_and_pushgateway_groups_encoded():
+    from ansible_collections.caas.backup.plugins.module_utils.monitoring import _group, _labels
+
+    assert _labels(source='a"b\\c\nd') == '{source="a\\"b\\\\c\\nd"}'
+    assert _group("job", "caas_backup") == "job/caas_backup"
+    assert _group("instance", "s3://caas-backups/prod") == "instance@base64/czM6Ly9jYWFzLWJhY2t1cHMvcHJvZA=="
+    assert _group("instance", "") == "instance@base64/="
