@@ -28,7 +28,7 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
 )
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupError, ConfigurationError, IntegrityError
 from ansible_collections.caas.backup.plugins.module_utils.files import extract, plan_restore
-from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
+from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import (
     OBJECT_STEM,
     document_facts,
     read_document,
