@@ -18,6 +18,7 @@ import socket
 import traceback
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -46,12 +47,33 @@ try:
             ResourceType,
         )
         from kafka.protocol.admin import DescribeGroupsRequest
+        from kafka.protocol.consumer import FetchRequest
         from kafka.structs import OffsetAndMetadata
     KAFKA_IMPORT_ERROR = None
 except ImportError:  # reported by the modules with missing_required_lib
     KAFKA_IMPORT_ERROR = traceback.format_exc()
 
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+READ_COMMITTED = 1
+FETCH_VERSION = 11  # log start offset (v5), aborted transactions (v4); Tansu answers up to 11
+
+
+@dataclass
+class Fetched:
+    """One partition's answer to a Fetch: its offsets then, and the record-batch bytes as the broker sent them."""
+
+    error: int
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    aborted: list[tuple[int, int]]  # (producer id, first offset) of aborted transactions in the answer
+    records: bytes
+
+    @property
+    def end(self) -> int:
+        """Where read-committed data ends: the last stable offset (the high watermark if the broker has none)."""
+        return self.last_stable_offset if self.last_stable_offset >= 0 else self.high_watermark
+
 
 # How every Kafka module connects; kafka-python's names (see doc_fragments/kafka.py).
 CONNECTION_SPEC: dict = dict(
@@ -340,6 +362,58 @@ class Cluster:
             self._consumer.seek(tp, offset)
             records = self._consumer.poll(timeout_ms=timeout_ms, max_records=1).get(tp) or []
         return (records[0].offset, records[0].timestamp) if records else None
+
+    def leaders(self, names: list[str]) -> dict[tuple[str, int], int]:
+        """``{(topic, partition): leader broker id}`` of the named topics."""
+        with kafka_errors_as("describe Kafka topics"):
+            described = self.admin.describe_topics(names)
+        return {(t["name"], p["partition_index"]): p["leader_id"] for t in described for p in t.get("partitions") or ()}
+
+    def fetch(
+        self, leader: int, wanted: dict[tuple[str, int], int], max_bytes: int, max_wait_ms: int = 10
+    ) -> dict[tuple[str, int], Fetched]:
+        """One read-committed Fetch from ``leader`` of ``{(topic, partition): offset}``, answers kept raw.
+
+        The records stay the bytes the broker sent (record batches with their
+        CRCs); a partition whose answer holds more than ``max_bytes`` is cut
+        by the broker after at least one whole batch. ``max_wait_ms`` is at
+        least 1: Tansu answers a Fetch with no wait with no partitions at all.
+        """
+        by_topic: dict[str, list] = {}
+        for (topic, part), offset in sorted(wanted.items()):
+            by_topic.setdefault(topic, []).append(
+                FetchRequest.FetchTopic.FetchPartition(
+                    partition=part, fetch_offset=offset, partition_max_bytes=max_bytes, log_start_offset=-1
+                )
+            )
+        request = FetchRequest(
+            replica_id=-1,
+            max_wait_ms=max(1, max_wait_ms),
+            min_bytes=1,
+            max_bytes=max_bytes * max(1, len(wanted)),
+            isolation_level=READ_COMMITTED,
+            topics=[FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+            max_version=FETCH_VERSION,
+        )
+        admin = self.admin
+
+        async def send():
+            return await admin._manager.send(request, node_id=leader)
+
+        with kafka_errors_as("fetch Kafka records"):
+            response = admin._manager.run(send)
+        found = {}
+        for topic in response.responses:
+            for data in topic.partitions:
+                found[(topic.topic, data.partition_index)] = Fetched(
+                    data.error_code,
+                    data.high_watermark,
+                    data.last_stable_offset,
+                    data.log_start_offset,
+                    [(a.producer_id, a.first_offset) for a in data.aborted_transactions or ()],
+                    bytes(data.records or b""),
+                )
+        return found
 
     def supports(self, request_class) -> bool:
         """Whether the brokers answer this request type at all."""
