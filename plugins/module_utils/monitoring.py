@@ -20,6 +20,7 @@ DEFAULT_MAX_AGE_HOURS = {
     "redis-rdb": 7,
     "redis-aof": 7,
     "kafka-meta": 25,
+    "kafka-messages": 1,
     "config": 25,
 }
 
@@ -76,6 +77,25 @@ def pitr_coverage(fulls: list[BackupSet], slices: list[BackupSet]) -> dict:
     return {"earliest": iso(stretches[0][0]), "latest": iso(stretches[-1][1]), "gaps": gaps}
 
 
+def lost_records_alerts(source: str, sets: list[BackupSet]) -> list[dict]:
+    """A critical alert per Kafka message set that recorded lost offsets (deleted by the broker before capture)."""
+    alerts = []
+    for bset in sets:
+        lost = {k: p["lost"] for k, p in (bset.facts.get("partitions") or {}).items() if p.get("lost")}
+        if lost:
+            ranges = "; ".join(f"{k} {', '.join(f'{a}..{b - 1}' for a, b in r)}" for k, r in sorted(lost.items()))
+            alerts.append(
+                {
+                    "severity": "critical",
+                    "kind": "kafka-messages",
+                    "source": source,
+                    "message": f"kafka-messages set {bset.backup_id} of {source} lost records deleted by the broker "
+                    f"before capture: {ranges}",
+                }
+            )
+    return alerts
+
+
 def summarize(
     sets: list[BackupSet],
     now: datetime.datetime,
@@ -108,6 +128,8 @@ def summarize(
                 }
             )
             continue
+        if kind == "kafka-messages":
+            alerts.extend(lost_records_alerts(source, complete))
         newest = complete[-1]
         age = (now - newest.time).total_seconds()
         entry = {

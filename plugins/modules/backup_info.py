@@ -10,6 +10,8 @@ version_added: 0.1.0
 description:
   - Reads the catalog in O(storage_url) and returns the newest complete set per kind and source with its age, size
     and duration, each MongoDB source's point-in-time restore window, and the alerts the thresholds raise.
+  - A C(kafka-messages) set that recorded lost offsets (records the broker deleted before they were captured) raises a
+    critical alert naming the partitions and offsets, for as long as the set is kept.
   - Optionally writes the same facts as Prometheus textfile metrics for node_exporter.
   - Changes nothing but the metrics file.
 author: caas.backup developers (@caas-backup)
@@ -17,7 +19,8 @@ options:
   max_age_hours:
     description:
       - Per kind, the age in hours past which the newest backup raises a critical alert. Merged over the defaults
-        C(mongo-full) 25, C(mongo-oplog) 1, C(redis-rdb) 7, C(redis-aof) 7, C(kafka-meta) 25, C(config) 25.
+        C(mongo-full) 25, C(mongo-oplog) 1, C(redis-rdb) 7, C(redis-aof) 7, C(kafka-meta) 25, C(kafka-messages) 1,
+        C(config) 25.
     type: dict
     default: {}
   size_change_ratio:
