@@ -9,6 +9,10 @@ What Tansu (tests/support/services.py) cannot do, and where it is tested instead
 * ListOffsets LATEST counts batches: capture and restore read every end by Fetch, which Tansu answers right.
 """
 
+import datetime
+import json
+import subprocess
+import sys
 import time
 import warnings
 
@@ -157,3 +161,54 @@ def test_capture_twice_destroy_the_broker_and_restore_everything_with_the_group_
     assert again["rc"] == 0 and again["records"] == 0 and again["changed"] is False, again
     assert all(p["resumed_after"] == 799 for p in again["partitions"].values())
     assert read_all(target, "orders") == got
+
+
+def test_point_in_time_restore_stops_at_the_target_and_a_killed_restore_resumes_without_duplicates(
+    env, file_url, broker
+):
+    """A restore to ``target_time`` stops every partition at its last record at or before it; one killed midway
+    and run again (without a target) goes on after the target's last record: every record once, in order."""
+    url = broker().url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"events": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    sent = produce(url, "events", 0, 3000)
+    args = dict(storage_url=file_url, bootstrap_servers=[url], include_topics=["ev.*"])
+    assert run_module("kafka_message_capture", args, env)["records"] == 3000
+
+    target = broker().url
+    restore = dict(storage_url=file_url, bootstrap_servers=[target], rename={"events": "events-dr"})
+    cut = datetime.datetime.fromtimestamp((BASE_TS + 6000) / 1000, datetime.timezone.utc)
+    planned = run_module("kafka_message_restore", dict(restore, target_time=cut.isoformat()), env, check_mode=True)
+    assert planned["rc"] == 0 and planned["created_topics"] == ["events-dr"] and planned["records"] == 3000, planned
+    pitr = run_module("kafka_message_restore", dict(restore, target_time=cut.isoformat()), env)
+    assert pitr["rc"] == 0 and pitr["records"] == 601, pitr  # records 0..600 have timestamps at or before the cut
+    got = read_all(target, "events-dr")
+    assert max(ts for part in got.values() for *_rest, ts in part) == BASE_TS + 6000
+    for part in range(PARTITIONS):
+        assert [r[1:3] for r in got[part]] == [(k, v) for k, v, _h, ts in sent[part] if ts <= BASE_TS + 6000]
+
+    module_args = json.dumps({"ANSIBLE_MODULE_ARGS": restore})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ansible_collections.caas.backup.plugins.modules.kafka_message_restore"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    proc.stdin.write(module_args)
+    proc.stdin.close()
+    deadline = time.monotonic() + 120  # a failsafe, not a timing assertion
+    while sum(len(p) for p in read_all(target, "events-dr").values()) <= 1200 and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    proc.wait()
+    again = run_module("kafka_message_restore", restore, env)
+    assert again["rc"] == 0, again
+    got = read_all(target, "events-dr")
+    for part in range(PARTITIONS):
+        assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(1000)), f"partition {part}"
+        assert [(k, v, ts) for _o, k, v, _hs, ts in got[part]] == [(k, v, ts) for k, v, _h, ts in sent[part]]
+    assert all(p["resumed_after"] is not None for p in again["partitions"].values())
