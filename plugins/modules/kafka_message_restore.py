@@ -63,12 +63,15 @@ extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.target
 attributes:
   check_mode:
     support: full
     description:
       - Verifies every segment as a real run does and reports, per partition, where the restore would resume and
         how many records it would produce; nothing is created, produced or committed.
+      - With O(check_target=false), only the backup side - the sets, their signatures, that the identity opens them -
+        is checked; the target is not contacted.
 notes:
   - Tansu (the broker the tests run) has no DeleteRecords and no log retention, so a lost range in a set is tested
     on recorded data; its ListOffsets is wrong for multi-record batches, so the target's ends are read by Fetch.
@@ -116,7 +119,7 @@ groups:
   returned: always
   type: dict
 records:
-  description: Records produced (in check mode, that would be).
+  description: Records produced (in check mode, that would be; with O(check_target=false), every captured record).
   returned: always
   type: int
 duration:
@@ -167,6 +170,9 @@ def run(module: BackupModule) -> dict:
     if unknown:
         raise ConfigurationError(f"consumer group(s) {', '.join(unknown)} are not in the captured sets")
     groups = {g: o for g, o in groups.items() if not p["groups"] or g in p["groups"]} if p["restore_groups"] else {}
+    if module.plan_only:
+        planned = sum(s["records"] for plan in plans.values() for _b, s in plan.segments)
+        return module.planned_restore(*reversed(sets), records=planned, sets=[s.backup_id for s in sets])
     spec = messages.RestoreSpec(
         plans,
         groups,
@@ -204,6 +210,7 @@ def main() -> None:
             spool_dir=dict(type="path"),
         ),
         reads=True,
+        targets=True,
         supports_check_mode=True,
     )
     module.audit_action = "restore"

@@ -18,7 +18,9 @@ import warnings
 
 import pytest
 import services
-from harness import module_env, run_module
+from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
+
+from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
 
 with warnings.catch_warnings():  # kafka-python 3.0.12 uses an API deprecated in Python 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -212,3 +214,53 @@ def test_point_in_time_restore_stops_at_the_target_and_a_killed_restore_resumes_
         assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(1000)), f"partition {part}"
         assert [(k, v, ts) for _o, k, v, _hs, ts in got[part]] == [(k, v, ts) for k, v, _h, ts in sent[part]]
     assert all(p["resumed_after"] is not None for p in again["partitions"].values())
+
+
+def test_backup_and_dr_playbooks_capture_records_and_restore_topics_then_records_then_offsets(
+    svc, s3_url, age_key, broker, tmp_path
+):
+    """backup.yml exports the metadata and captures the records (caas_backup_kafka_messages); dr.yml on a fresh broker
+    creates the topics from kafka-meta, produces the records, commits the group translated, and checks no record is
+    left to restore. The 5-minute job is backup.yml with caas_backup_only=kafka-messages."""
+    source, target = broker(), broker()
+    admin = KafkaAdminClient(bootstrap_servers=source.url)
+    admin.create_topics({"orders": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    sent = produce(source.url, "orders", 0, 300)
+    commit(source.url, "billing", {("orders", 0): 40, ("orders", 1): 100, ("orders", 2): 7})
+    reports = tmp_path / "reports"
+    extra = {
+        "caas_backup_storage_url": s3_url,
+        "caas_backup_s3_endpoint_url": svc["CAAS_S3_ENDPOINT"],
+        "caas_backup_encryption_recipients": [age_key["recipient"]],
+        "caas_backup_encryption_identity_file": age_key["file"],
+        "caas_backup_kafka_bootstrap_servers": [source.url],
+        "caas_backup_kafka_messages": True,
+        "kafka_backup_restore_bootstrap_servers": [target.url],
+        "dr_site_report_dir": str(reports),
+    }
+    backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, module_env(svc), groups=["caas_kafka"])
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    more = produce(source.url, "orders", 300, 60)
+    job = run_playbook(
+        REPO / "playbooks" / "backup.yml",
+        dict(extra, caas_backup_only="kafka-messages"),
+        module_env(svc),
+        groups=["caas_kafka"],
+    )
+    assert job.returncode == 0, job.stdout + job.stderr
+    storage = s3_storage(svc, s3_url)
+    assert len([s for s in list_sets(storage, "kafka-messages") if s.complete]) == 2
+    assert len([s for s in list_sets(storage, "kafka-meta") if s.complete]) == 1
+    source.stop()
+    dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, module_env(svc), groups=["caas_kafka"])
+    assert dr.returncode == 0, dr.stdout + dr.stderr
+    got = read_all(target.url, "orders")
+    for part in range(PARTITIONS):
+        assert [(k, v, ts) for _o, k, v, _h, ts in got[part]] == [
+            (k, v, ts) for k, v, _h, ts in sent[part] + more[part]
+        ]
+    assert commit(target.url, "billing", {}) == {("orders", 0): 40, ("orders", 1): 100, ("orders", 2): 7}
+    [kafka] = dr_report(reports)["components"]
+    assert kafka["status"] == "PASS", kafka
+    assert {"check": "every captured record on the target", "ok": True, "expected": 0, "found": 0} in kafka["checks"]
