@@ -68,13 +68,13 @@ def produce(url, topic, start, count):
     return sent
 
 
-def read_all(url, topic):
+def read_all(url, topic, partitions=PARTITIONS):
     """Every record of every partition, in order: {partition: [(offset, key, value, headers, timestamp)]}."""
     reader = KafkaConsumer(bootstrap_servers=url, enable_auto_commit=False, consumer_timeout_ms=3000)
-    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    parts = [TopicPartition(topic, p) for p in range(partitions)]
     reader.assign(parts)
     reader.seek_to_beginning()
-    out = {p: [] for p in range(PARTITIONS)}
+    out = {p: [] for p in range(partitions)}
     for record in reader:
         out[record.partition].append((record.offset, record.key, record.value, list(record.headers), record.timestamp))
     reader.close()
@@ -264,3 +264,43 @@ def test_backup_and_dr_playbooks_capture_records_and_restore_topics_then_records
     [kafka] = dr_report(reports)["components"]
     assert kafka["status"] == "PASS", kafka
     assert {"check": "every captured record on the target", "ok": True, "expected": 0, "found": 0} in kafka["checks"]
+
+
+def test_aborted_transactions_are_left_out_and_group_offsets_move_onto_the_restored_records(env, file_url, broker):
+    """Tansu runs transactions: an aborted one (and every transaction marker) takes source offsets no restored
+    record has, so a group committed after it lands on a smaller target offset - the first record it had not read."""
+    url = broker().url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"ledger": {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    plain = KafkaProducer(bootstrap_servers=url)
+    for i in range(5):
+        plain.send("ledger", value=f"before-{i}".encode(), partition=0).get(timeout=30)
+    tx = KafkaProducer(bootstrap_servers=url, transactional_id="ledger-writer")
+    tx.init_transactions()
+    tx.begin_transaction()
+    for i in range(4):
+        tx.send("ledger", value=f"aborted-{i}".encode(), partition=0)
+    tx.abort_transaction()
+    tx.begin_transaction()
+    tx.send("ledger", value=b"committed-0", partition=0)
+    tx.commit_transaction()
+    tx.close()
+    after = [plain.send("ledger", value=f"after-{i}".encode(), partition=0).get(timeout=30).offset for i in range(3)]
+    plain.close()
+    commit(url, "auditor", {("ledger", 0): after[1]})  # read up to after-0
+    captured = run_module("kafka_message_capture", dict(storage_url=file_url, bootstrap_servers=[url]), env)
+    assert captured["rc"] == 0 and captured["records"] == 9, captured  # 5 + 1 committed + 3, no aborted, no markers
+
+    target = broker().url
+    done = run_module("kafka_message_restore", dict(storage_url=file_url, bootstrap_servers=[target]), env)
+    assert done["rc"] == 0 and done["records"] == 9, done
+    values = [v for _o, _k, v, _h, _ts in read_all(target, "ledger", 1)[0]]
+    assert values == [f"before-{i}".encode() for i in range(5)] + [b"committed-0"] + [
+        b"after-0",
+        b"after-1",
+        b"after-2",
+    ]
+    moved = done["groups"]["auditor"]["ledger-0"]
+    assert moved == {"source": after[1], "target": 7} and after[1] > 7  # after-1 is the 8th restored record
+    assert commit(target, "auditor", {}) == {("ledger", 0): 7}
