@@ -4,7 +4,7 @@ What Tansu (tests/support/services.py) cannot do, and where it is tested instead
 
 * DeleteRecords panics and the memory engine applies no retention, so a log start never moves: the lost-range
   report (and backup_info's critical alert on it) is a unit test on recorded fetch answers
-  (tests/unit/plugins/module_utils/test_kafka_messages.py).
+  (tests/unit/plugins/module_utils/test_kafka_record_batches.py).
 * Transactions work, but aborted-batch filtering is checked on recorded batches too, where the exact layout is known.
 * ListOffsets LATEST counts batches: capture and restore read every end by Fetch, which Tansu answers right.
 """
@@ -182,7 +182,7 @@ def test_point_in_time_restore_stops_at_the_target_and_a_killed_restore_resumes_
     restore = dict(storage_url=file_url, bootstrap_servers=[target], rename={"events": "events-dr"})
     cut = datetime.datetime.fromtimestamp((BASE_TS + 6000) / 1000, datetime.timezone.utc)
     planned = run_module("kafka_message_restore", dict(restore, target_time=cut.isoformat()), env, check_mode=True)
-    assert planned["rc"] == 0 and planned["created_topics"] == ["events-dr"] and planned["records"] == 3000, planned
+    assert planned["rc"] == 0 and planned["created_topics"] == ["events-dr"] and planned["records"] == 601, planned
     pitr = run_module("kafka_message_restore", dict(restore, target_time=cut.isoformat()), env)
     assert pitr["rc"] == 0 and pitr["records"] == 601, pitr  # records 0..600 have timestamps at or before the cut
     got = read_all(target, "events-dr")

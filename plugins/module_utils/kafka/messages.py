@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     SetWriter,
     fetch_object,
-    iso,
     list_sets,
     set_order,
 )
@@ -533,12 +532,26 @@ class Target:
         return end if found is None else found
 
 
+def records_to_restore(copies: list, identities: list[str], after: int | None, until_ms: int | None) -> Iterator:
+    """A partition's records, in order, after origin offset ``after``, up to the first one after ``until_ms``."""
+    for copy in copies:
+        with copy.reader(identities) as reader:
+            for record in records_of(reader, copy.name):
+                if after is not None and record.offset <= after:
+                    continue
+                if until_ms is not None and record.timestamp > until_ms:
+                    return
+                yield record
+
+
 def produce(
     cluster: Cluster, copies: list, identities: list[str], target_topic: str, part: int, after: int | None, until_ms
 ) -> dict:
     """Produce one partition's records after origin ``after`` (and at or before ``until_ms``), in order.
 
-    Returns ``{produced, source_first, source_last, target_first, target_last}``.
+    One request in flight per connection keeps the order through retries; the
+    first failed send stops the loop (a rerun resumes after the last record the
+    target holds). Returns ``{produced, source_first, source_last, target_first, target_last}``.
     """
     failures: list[Exception] = []
     done = {"produced": 0, "source_first": None, "source_last": None, "target_first": None, "target_last": None}
@@ -548,36 +561,33 @@ def produce(
             **cluster.config, acks="all", max_in_flight_requests_per_connection=1, linger_ms=5, retries=5
         )
         try:
-            for copy in copies:
-                with copy.reader(identities) as reader:
-                    for record in records_of(reader, copy.name):
-                        if after is not None and record.offset <= after:
-                            continue
-                        if until_ms is not None and record.timestamp > until_ms:
-                            break
-                        headers = [*(record.headers or ()), (ORIGIN_HEADER, str(record.offset).encode())]
-                        future = producer.send(
-                            target_topic,
-                            value=record.value,
-                            key=record.key,
-                            headers=headers,
-                            partition=part,
-                            timestamp_ms=record.timestamp,
-                        )
-                        future.add_errback(failures.append)
-                        first_future = first_future or future
-                        last_future = future
-                        done["produced"] += 1
-                        done["source_first"] = record.offset if done["source_first"] is None else done["source_first"]
-                        done["source_last"] = record.offset
-                    else:
-                        continue
+            for record in records_to_restore(copies, identities, after, until_ms):
+                if failures:
                     break
+                headers = [*(record.headers or ()), (ORIGIN_HEADER, str(record.offset).encode())]
+                future = producer.send(
+                    target_topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=headers,
+                    partition=part,
+                    timestamp_ms=record.timestamp,
+                )
+                future.add_errback(failures.append)
+                first_future = first_future or future
+                last_future = future
+                done["produced"] += 1
+                if done["source_first"] is None:
+                    done["source_first"] = record.offset
+                done["source_last"] = record.offset
             producer.flush()
         finally:
             producer.close()
     if failures:
-        raise SourceError(f"cannot produce to {target_topic}-{part}: {type(failures[0]).__name__}: {failures[0]}")
+        raise SourceError(
+            f"cannot produce to {target_topic}-{part}: {type(failures[0]).__name__}: {failures[0]} "
+            "(run the restore again: it resumes after the last record the target holds)"
+        )
     if first_future is not None:
         done["target_first"] = first_future.get().offset
         done["target_last"] = last_future.get().offset
@@ -597,11 +607,6 @@ def translate_groups(
             where = (rename(topic), int(part_text))
             out.setdefault(group_id, {})[where] = (committed_offset, target.first_at_or_after(*where, committed_offset))
     return out
-
-
-def newest_time(sets: list) -> str:
-    """The capture time of the newest set, for messages."""
-    return iso(max(sets, key=set_order).time)
 
 
 @contextlib.contextmanager
@@ -680,9 +685,8 @@ def restore(cluster: Cluster, copies: dict, spec: RestoreSpec, warn: Callable[[s
         after = target.resume_after(name, part)[0] if (name, part) in target.leaders else None
         entry: dict = {"source": f"{topic}-{part}", "resumed_after": after, "holes": plan.holes}
         if spec.check_mode:
-            entry["produced"] = sum(
-                s["records"] for _b, s in plan.segments if after is None or s["last_offset"] > after
-            )
+            pending = records_to_restore(copies.get((topic, part), []), spec.identities, after, spec.until_ms)
+            entry["produced"] = sum(1 for _record in pending)
         else:
             entry.update(
                 produce(cluster, copies.get((topic, part), []), spec.identities, name, part, after, spec.until_ms)
