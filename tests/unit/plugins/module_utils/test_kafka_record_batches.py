@@ -179,3 +179,25 @@ def test_origin_header_and_segment_names():
 
     assert messages.origin_of(Record()) == 42
     assert messages.segment_stem("orders", 2, 1500) == "orders-2-00000000000000001500.log"
+
+
+def test_backup_verify_checks_every_segment_of_a_message_set(tmp_path):
+    from ansible_collections.caas.backup.plugins.module_utils.verify import verify_set
+
+    storage = open_storage(f"file://{tmp_path}")
+    logs = {("orders", 0): (0, [batch(0, 5), batch(5, 5)]), ("orders", 1): (0, [batch(0, 4)])}
+    messages.capture(RecordedCluster(logs), storage, "kafka-x", WriteOptions("none"), [], messages.CaptureOptions())
+    [bset] = [s for s in list_sets(storage, "kafka-messages") if s.complete]
+    report = verify_set(storage, bset, [], "checksum")
+    assert report["ok"] and report["checks"][-1] == {
+        "check": "checksum every object",
+        "ok": True,
+        "segments": 2,
+        "records": 14,
+    }
+    segment = tmp_path / bset.prefix / "orders-1-00000000000000000000.log"
+    data = bytearray(segment.read_bytes())
+    data[-2] ^= 0xFF  # a flipped bit: its sha256 fails (the CRC check itself: test_check_segment_verifies_crcs...)
+    segment.write_bytes(bytes(data))
+    broken = verify_set(storage, bset, [], "checksum")
+    assert not broken["ok"] and any("sha256" in c["check"] and not c["ok"] for c in broken["checks"])
