@@ -341,7 +341,8 @@ def capture(
             "records": records,
             "lost_records": sum(b - a for ranges in lost.values() for a, b in ranges),
             "partitions": {s.key: s.facts() for s in streams.values()},
-            "positions": {s.key: s.position for s in streams.values()},
+            # Partitions left out of this capture (another include_topics) keep their place in the chain.
+            "positions": {**positions, **{s.key: s.position for s in streams.values()}},
             "groups": groups,
         }
         backup.commit(facts)
@@ -533,7 +534,10 @@ class Target:
 
 
 def records_to_restore(copies: list, identities: list[str], after: int | None, until_ms: int | None) -> Iterator:
-    """A partition's records, in order, after origin offset ``after``, up to the first one after ``until_ms``."""
+    """A partition's records, in order, after origin offset ``after``, up to the first one after ``until_ms``.
+
+    Segments of overlapping sets (a capture that started over) give each offset once.
+    """
     for copy in copies:
         with copy.reader(identities) as reader:
             for record in records_of(reader, copy.name):
@@ -541,6 +545,7 @@ def records_to_restore(copies: list, identities: list[str], after: int | None, u
                     continue
                 if until_ms is not None and record.timestamp > until_ms:
                     return
+                after = record.offset
                 yield record
 
 

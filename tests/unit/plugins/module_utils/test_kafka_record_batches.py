@@ -6,6 +6,7 @@ transactions mixed with committed ones in one fetch answer at known offsets, cor
 sets with a hole. Batches are built with kafka-python's own record-batch builder, as a broker stores them.
 """
 
+import contextlib
 import io
 import struct
 import warnings
@@ -201,3 +202,21 @@ def test_backup_verify_checks_every_segment_of_a_message_set(tmp_path):
     segment.write_bytes(bytes(data))
     broken = verify_set(storage, bset, [], "checksum")
     assert not broken["ok"] and any("sha256" in c["check"] and not c["ok"] for c in broken["checks"])
+
+
+class Copy:
+    """A verified local copy, as fetch_object yields it, of a segment's bytes."""
+
+    def __init__(self, data, name="seg"):
+        self.data, self.name = data, name
+
+    def reader(self, identities):
+        return contextlib.nullcontext(io.BytesIO(self.data))
+
+
+def test_records_to_restore_give_each_offset_once_and_stop_at_the_target_time():
+    overlapping = [Copy(batch(0, 4, ts=100)), Copy(batch(0, 4, ts=100) + batch(4, 3, ts=104))]  # a capture started over
+    offsets = [r.offset for r in messages.records_to_restore(overlapping, [], None, None)]
+    assert offsets == list(range(7))
+    assert [r.offset for r in messages.records_to_restore(overlapping, [], 2, None)] == [3, 4, 5, 6]
+    assert [r.offset for r in messages.records_to_restore(overlapping, [], None, 104)] == [0, 1, 2, 3, 4]
