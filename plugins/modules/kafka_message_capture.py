@@ -143,6 +143,10 @@ stored_bytes:
   description: Bytes written to storage.
   returned: when a set is written
   type: int
+msg:
+  description: In check mode, what a real run would capture.
+  returned: check mode
+  type: str
 duration:
   description: Seconds the run took.
   returned: always

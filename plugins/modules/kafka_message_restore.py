@@ -102,7 +102,7 @@ sets:
   elements: str
 created_topics:
   description: Target topics created (or, in check mode, that would be).
-  returned: always
+  returned: when the target was contacted (not with O(check_target=false) in check mode)
   type: list
   elements: str
 partitions:
@@ -111,17 +111,25 @@ partitions:
       record already on the target, or null), C(produced), C(source_first)/C(source_last) and
       C(target_first)/C(target_last) (the offset mapping of the records produced), C(holes) (source offset ranges
       no set holds).
-  returned: always
+  returned: when the target was contacted
   type: dict
 groups:
   description: Per group and target C(topic-partition), C(source) (committed source offset) and C(target) (offset
     committed on the target).
-  returned: always
+  returned: when the target was contacted
   type: dict
 records:
   description: Records produced (in check mode, that would be; with O(check_target=false), every captured record).
   returned: always
   type: int
+backup_id:
+  description: With O(check_target=false) in check mode, the newest set of the chain.
+  returned: check mode with O(check_target=false)
+  type: str
+msg:
+  description: In check mode, what a real run would do.
+  returned: check mode
+  type: str
 duration:
   description: Seconds the run took.
   returned: always
@@ -172,7 +180,8 @@ def run(module: BackupModule) -> dict:
     groups = {g: o for g, o in groups.items() if not p["groups"] or g in p["groups"]} if p["restore_groups"] else {}
     if module.plan_only:
         planned = sum(s["records"] for plan in plans.values() for _b, s in plan.segments)
-        return module.planned_restore(*reversed(sets), records=planned, sets=[s.backup_id for s in sets])
+        result = module.planned_restore(*reversed(sets), records=planned, sets=[s.backup_id for s in sets])
+        return dict(result, duration=round(time.monotonic() - started, 3))
     spec = messages.RestoreSpec(
         plans,
         groups,
