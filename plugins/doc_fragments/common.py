@@ -190,7 +190,7 @@ options:
       - Kinds of backup sets to look at; all when empty.
     type: list
     elements: str
-    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, config]
+    choices: [mongo-full, mongo-oplog, redis-rdb, redis-aof, kafka-meta, kafka-messages, config]
     default: []
   source_name:
     description:

@@ -10,10 +10,10 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.caas.backup.plugins.module_utils import site
 
 
-def site_plan(groups, hostvars, requested=(), oplog=False):
+def site_plan(groups, hostvars, requested=(), oplog=False, messages=False):
     """Which hosts act for which component (site.plan); an inventory that cannot be right fails the task."""
     try:
-        return site.plan(groups, hostvars, requested, oplog)
+        return site.plan(groups, hostvars, requested, oplog, messages)
     except site.SiteError as exc:
         raise AnsibleFilterError(f"Failed to plan the site: {exc}") from None
 

@@ -52,7 +52,7 @@ from ansible_collections.caas.backup.plugins.module_utils.stream import (
     recipient_fingerprint,
 )
 
-KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config")
+KINDS = ("mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "kafka-messages", "config")
 MANIFEST = "manifest.json"
 # The manifest's SSHSIG signature, written just before the manifest when a signing key is given.
 SIGNATURE = MANIFEST + ".sig"

@@ -130,7 +130,7 @@ SELECT_SPEC: dict = dict(
         type="list",
         elements="str",
         default=[],
-        choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "config"],
+        choices=["mongo-full", "mongo-oplog", "redis-rdb", "redis-aof", "kafka-meta", "kafka-messages", "config"],
     ),
     source_name=dict(type="str"),
 )

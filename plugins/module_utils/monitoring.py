@@ -28,6 +28,7 @@ DEFAULT_MAX_AGE_HOURS = {
     "redis-rdb": 7,
     "redis-aof": 7,
     "kafka-meta": 25,
+    "kafka-messages": 1,
     "config": 25,
 }
 
@@ -142,6 +143,25 @@ def attempt_stats(attempts: list[dict]) -> list[dict]:
     return [groups[key] for key in sorted(groups)]
 
 
+def lost_records_alerts(source: str, sets: list[BackupSet]) -> list[dict]:
+    """A critical alert per Kafka message set that recorded lost offsets (deleted by the broker before capture)."""
+    alerts = []
+    for bset in sets:
+        lost = {k: p["lost"] for k, p in (bset.facts.get("partitions") or {}).items() if p.get("lost")}
+        if lost:
+            ranges = "; ".join(f"{k} {', '.join(f'{a}..{b - 1}' for a, b in r)}" for k, r in sorted(lost.items()))
+            alerts.append(
+                {
+                    "severity": "critical",
+                    "kind": "kafka-messages",
+                    "source": source,
+                    "message": f"kafka-messages set {bset.backup_id} of {source} lost records deleted by the broker "
+                    f"before capture: {ranges}",
+                }
+            )
+    return alerts
+
+
 def summarize(
     sets: list[BackupSet],
     now: datetime.datetime,
@@ -179,6 +199,8 @@ def summarize(
                 _alert("critical", kind, source, f"no complete {kind} backup of {source} ({incomplete} incomplete)")
             )
             continue
+        if kind == "kafka-messages":
+            alerts.extend(lost_records_alerts(source, complete))
         newest = complete[-1]
         age = (now - newest.time).total_seconds()
         limit = max_age_hours.get(kind)

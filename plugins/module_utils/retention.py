@@ -30,6 +30,7 @@ DEFAULT_POLICY: dict[str, dict[str, int]] = {
     "redis-rdb": {"days": 7},
     "redis-aof": {"days": 7},
     "kafka-meta": {"days": 90},
+    "kafka-messages": {"days": 7},
     "config": {"days": 365},
 }
 # incomplete_grace_hours past this (10 years) is a mistake, and past a few million overflows a date.
@@ -308,6 +309,25 @@ def _protect_pitr_window(needs: WindowNeeds) -> None:
             decision.reasons.append(f"needed for point-in-time restore from the full backup at {base}")
 
 
+def _protect_message_chain(group: list[Decision]) -> None:
+    """Keep every Kafka message set after the oldest one a rule keeps: a restore replays them all, in order.
+
+    Message sets chain per partition like oplog slices (each continues where
+    the previous one stopped), with no full backup under them: a set deleted
+    between two kept ones would leave a hole in the records of every
+    point in time after it.
+    """
+    ordered = sorted((d for d in group if d.bset.complete), key=lambda d: set_order(d.bset))
+    ruled = [i for i, d in enumerate(ordered) if d.rule_kept]
+    if not ruled:
+        return
+    start = ordered[ruled[0]]
+    for decision in ordered[ruled[0] :]:
+        if not decision.keep:
+            decision.keep = True
+            decision.reasons.append(f"continues the kept kafka-messages chain from {start.bset.backup_id}")
+
+
 def _group(decisions: list[Decision]) -> dict[tuple[str, str], list[Decision]]:
     groups: dict[tuple[str, str], list[Decision]] = {}
     for decision in decisions:
@@ -361,6 +381,9 @@ def plan(
         _keep_restorable(group, minimum_redundancy)
     for needs in _windows(groups):
         _protect_pitr_window(needs)
+    for (kind, _source), group in groups.items():
+        if kind == "kafka-messages":
+            _protect_message_chain(group)
     for group in groups.values():
         for decision in group:
             if decision.bset.complete:

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 
 COMPONENTS = ("config", "mongodb", "redis", "kafka")
 GROUPS = {c: f"caas_{c}" for c in COMPONENTS}
-# Backup jobs that are not components of their own: the oplog capture runs on the MongoDB leaders.
-JOBS = {"mongodb-oplog": "mongodb"}
+# Backup jobs that are not components of their own: the oplog capture runs on the MongoDB leaders, the
+# record capture (kafka_message_capture) on the Kafka ones.
+JOBS = {"mongodb-oplog": "mongodb", "kafka-messages": "kafka"}
 # Source names: a component-specific variable first; configuration and Redis live on a host, so
 # caas_backup_source_name and then the inventory hostname name them. MongoDB and Kafka name themselves
 # (replica set name, cluster id) unless told.
@@ -97,11 +98,12 @@ def selection(names, known: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def plan(groups: Mapping, hostvars: Mapping, requested=(), oplog: bool = False) -> dict:
+def plan(groups: Mapping, hostvars: Mapping, requested=(), oplog: bool = False, messages: bool = False) -> dict:
     """Which hosts act for which component.
 
     ``requested`` names components (or jobs such as ``mongodb-oplog``) that must be there; empty means
-    every component the inventory has, plus the oplog capture when ``oplog``. A variable naming a
+    every component the inventory has, plus the oplog capture when ``oplog`` and the Kafka record capture
+    when ``messages``. A variable naming a
     component's server (SETTINGS) set on any host while the component's group is empty is an error.
     Returns ``components``:
     per component its ``hosts``, its ``leaders`` (one per cluster) and each leader's ``sources``;
@@ -148,6 +150,8 @@ def plan(groups: Mapping, hostvars: Mapping, requested=(), oplog: bool = False) 
     jobs = [c for c in order if not wanted or c in wanted]
     if "mongodb" in components and ("mongodb-oplog" in wanted or (oplog and not wanted)):
         jobs.insert(jobs.index("mongodb") + 1 if "mongodb" in jobs else len(jobs), "mongodb-oplog")
+    if "kafka" in components and ("kafka-messages" in wanted or (messages and not wanted)):
+        jobs.insert(jobs.index("kafka") + 1 if "kafka" in jobs else len(jobs), "kafka-messages")
     return {"components": components, "order": order, "jobs": jobs}
 
 
@@ -395,11 +399,19 @@ def dr_checks(restored: Mapping, component: str, live: Mapping, pitr: bool = Fal
         missing = sorted(live.get("created_topics") or ())
         short = sorted(live.get("added_partitions") or ())
         groups = sorted(live.get("groups") or ())
-        return [
+        checks = [
             {"check": "every topic of the set present", "ok": not missing, "expected": 0, "found": missing},
             {"check": "every topic has its partitions", "ok": not short, "expected": 0, "found": short},
             {"check": "every consumer group at its restored offsets", "ok": not groups, "expected": 0, "found": groups},
         ]
+        messages = live.get("messages")
+        if messages and not messages.get("skipped"):
+            # The record restore in check mode: what it would still produce (after the target's last record).
+            pending = messages.get("records")
+            checks.append(
+                {"check": "every captured record on the target", "ok": pending == 0, "expected": 0, "found": pending}
+            )
+        return checks
     raise SiteError(f"no health checks for component {component}")
 
 

@@ -15,6 +15,8 @@ description:
   - Optionally writes the same facts as Prometheus metrics, to a textfile for node_exporter's textfile collector
     (O(metrics_path)) and/or to a Pushgateway (O(pushgateway_url)); the collection ships alert rules for them
     (C(roles/backup_monitoring/files/prometheus/caas-backup-rules.yml), see C(docs/monitoring.md)).
+  - A C(kafka-messages) set that recorded lost offsets (records the broker deleted before they were captured) raises a
+    critical alert naming the partitions and offsets, for as long as the set is kept.
   - Lists the audit records of a time range (O(audit_since), O(audit_until)).
   - Optionally renders the catalog as a static HTML status page (O(html_path)).
   - Changes nothing but the metrics file, the Pushgateway group and the status page.
@@ -23,7 +25,8 @@ options:
   max_age_hours:
     description:
       - Per kind, the age in hours past which the newest backup raises a critical alert. Merged over the defaults
-        C(mongo-full) 25, C(mongo-oplog) 1, C(redis-rdb) 7, C(redis-aof) 7, C(kafka-meta) 25, C(config) 25.
+        C(mongo-full) 25, C(mongo-oplog) 1, C(redis-rdb) 7, C(redis-aof) 7, C(kafka-meta) 25, C(kafka-messages) 1,
+        C(config) 25.
     type: dict
     default: {}
   size_change_ratio:

@@ -153,13 +153,15 @@ import json
 import time
 
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, default_source_name
-from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
-    OBJECT_STEM,
+from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     Cluster,
     compile_patterns,
+    kafka_module,
+)
+from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import (
+    OBJECT_STEM,
     document_facts,
     export_cluster,
-    kafka_module,
 )
 
 

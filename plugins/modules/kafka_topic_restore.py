@@ -189,13 +189,15 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     ConfigurationError,
     SourceError,
 )
-from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
+from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
+    Cluster,
+    kafka_module,
+)
+from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import (
     OBJECT_STEM,
     OFFSET_MODES,
-    Cluster,
     apply_plan,
     group_diff,
-    kafka_module,
     partitions_after,
     plan_acls,
     plan_groups,

@@ -171,6 +171,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.client import MO
 
 
 def run(module: BackupModule) -> dict:
+    from ansible_collections.caas.backup.plugins.module_utils.chain import capture_lock
     from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
     from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect, source_name
 
@@ -196,7 +197,7 @@ def run(module: BackupModule) -> dict:
                 + (f", then a slice every {p['slice_seconds']}s for {p['duration']}s" if p["follow"] else ""),
             )
             return dict(result, duration=round(time.monotonic() - started, 3))
-        with pitr.capture_lock(source, p["lock_dir"]):
+        with capture_lock("oplog", source, p["lock_dir"]):
             options, tags = module.write_options(), p["tags"]
             if p["follow"]:
                 slices = pitr.follow(client, storage, source, options, tags, p["duration"], p["slice_seconds"])

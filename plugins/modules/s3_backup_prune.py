@@ -12,6 +12,7 @@ description:
     Works on S3 (V(s3://)) and local (V(file://)) storage alike.
   - "Defaults: C(mongo-full) daily 30, weekly 12, monthly 12, yearly 7; C(mongo-oplog) 7 days, but never a slice a
     kept full backup's point-in-time window still needs; C(redis-rdb) and C(redis-aof) 7 days; C(kafka-meta) 90 days;
+    C(kafka-messages) 7 days, and every set after the oldest kept one (they chain, as oplog slices do);
     C(config) 365 days; sets tagged V(keep) forever."
   - Daily, weekly (ISO weeks), monthly and yearly rules keep the newest restorable set of each of the last N calendar
     periods in UTC (one that failed verification only when the period has no other); V(days) keeps every complete

@@ -3,7 +3,7 @@
 Tansu's gaps (tests/support/services.py) and how each test meets them:
 
 * DescribeConfigs reports no topic overrides: the export warns and keeps none, asserted below; config round trips
-  and drift are unit tests (tests/unit/plugins/module_utils/test_kafka_meta.py).
+  and drift are unit tests (tests/unit/plugins/module_utils/test_kafka_metadata.py).
 * ListOffsets LATEST counts record batches: records are produced one per batch where offsets matter, and
   ``test_export_warns_when_a_commit_lies_beyond_the_reported_log_end`` shows the export's warning on a
   multi-record batch.

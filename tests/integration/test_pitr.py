@@ -20,6 +20,7 @@ from bson import Timestamp
 from harness import REPO, dr_report, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import SetWriter, list_sets
+from ansible_collections.caas.backup.plugins.module_utils.chain import capture_lock
 from ansible_collections.caas.backup.plugins.module_utils.mongo import pitr
 from ansible_collections.caas.backup.plugins.module_utils.mongo.client import connect
 from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import ts_fact
@@ -196,7 +197,7 @@ def test_second_capture_is_refused_while_one_holds_the_lock(env, file_url, mongo
     pymongo.MongoClient(source.url).app.items.insert_one({"_id": 1})
     assert run_module("mongo_dump", dict(storage_url=file_url, uri=source.url), env)["rc"] == 0
     base = dict(storage_url=file_url, uri=source.url, lock_dir=str(tmp_path))
-    with pitr.capture_lock("secantus", str(tmp_path)):
+    with capture_lock("oplog", "secantus", str(tmp_path)):
         held = run_module("mongo_oplog_capture", base, env)
     assert held["rc"] == 1 and "another capture of secantus holds the lock since" in held["msg"], held
     assert "(pid " in held["msg"]
@@ -453,7 +454,7 @@ def test_capture_check_mode_reports_the_position_and_pending_entries(env, file_u
     assert "would write no slice now" in idle["msg"]
     client.app.items.insert_many([{"_id": i} for i in range(1, 8)])
     before = stored_objects(file_url)
-    with pitr.capture_lock("secantus", str(tmp_path)):
+    with capture_lock("oplog", "secantus", str(tmp_path)):
         planned = run_module("mongo_oplog_capture", base, env, check_mode=True)
     assert planned["rc"] == 0, planned
     assert planned["changed"] is True and planned["backup_id"] == "" and planned["kind"] == "mongo-oplog"

@@ -18,11 +18,8 @@ is before the target, then replays the slices' entries with ``ts < target``
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +32,8 @@ from ansible_collections.caas.backup.plugins.module_utils.catalog import (
     parse_time,
     set_order,
     sources_note,
-    utcnow,
 )
+from ansible_collections.caas.backup.plugins.module_utils.chain import link, lost_range
 from ansible_collections.caas.backup.plugins.module_utils.common import (
     ConfigurationError,
     IntegrityError,
@@ -98,47 +95,6 @@ def parse_target(value) -> Timestamp:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError("target_time must be ISO 8601 UTC or a mapping {t, i}")
     return Timestamp(int(parse_time(value).timestamp()), 0)
-
-
-# ---------------------------------------------------------------- lock
-
-
-def default_lock_dir() -> str:
-    """``/run/lock`` when writable (cleared at boot), else the temporary directory."""
-    return "/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()
-
-
-@contextlib.contextmanager
-def capture_lock(source: str, lock_dir: str | None = None) -> Iterator[str]:
-    """Hold ``<lock_dir>/caas-oplog-<source>.lock`` (flock) for one capture of ``source``.
-
-    The kernel releases a flock when its holder dies, so a crashed capture
-    leaves no stale lock; the file records the holder's pid and start time
-    for the message a second capture fails with.
-    """
-    path = os.path.join(lock_dir or default_lock_dir(), f"caas-oplog-{source}.lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise ConfigurationError(f"the capture lock {path} cannot be opened: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                holder = {}
-            raise SourceError(
-                f"another capture of {source} holds the lock since {holder.get('since', '?')} "
-                f"(pid {holder.get('pid', '?')}, {path})",
-                locked=True,
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": iso(utcnow())}).encode(), 0)
-        yield path
-    finally:
-        os.close(fd)  # releases the flock
 
 
 # ---------------------------------------------------------------- capture
@@ -221,7 +177,8 @@ def oldest_entry(client):
 
 
 def check_chain(position: Position, oldest, source: str) -> None:
-    if oldest is None or oldest > position.ts:
+    """Raise :class:`ChainBroken` when the oplog no longer holds the entries after ``position``."""
+    if lost_range(position.ts, oldest) is not None:
         raise ChainBroken(
             f"PITR chain broken since {ts_text(position.ts)}: the oldest oplog entry of {source} is "
             f"{ts_text(oldest) if oldest else 'missing (empty oplog)'}, the entries after the last captured "
@@ -354,19 +311,15 @@ class Chain:
 def chains(fulls: list, slices: list) -> list[Chain]:
     """For each full backup (oldest first), the contiguous slices from its consistent point."""
     ordered = sorted(slices, key=lambda s: (ts_from_fact(s.facts["first_ts"] or s.facts["last_ts"]), s.backup_id))
+    spans = [
+        (ts_from_fact(s.facts.get("first_ts") or s.facts["last_ts"]), ts_from_fact(s.facts["last_ts"]), s)
+        for s in ordered
+    ]
     out = []
     for full in fulls:
         start = ts_from_fact(full.facts["last_ts"])
-        chain = Chain(full, start, reach=start)
-        for bset in ordered:
-            first = ts_from_fact(bset.facts.get("first_ts") or bset.facts["last_ts"])
-            last = ts_from_fact(bset.facts["last_ts"])
-            if first > chain.reach:
-                break
-            if last > chain.reach:
-                chain.slices.append(bset)
-                chain.reach = last
-        out.append(chain)
+        linked, reach, _hole = link(spans, start)
+        out.append(Chain(full, start, linked, reach))
     return out
 
 

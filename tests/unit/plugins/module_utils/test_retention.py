@@ -423,3 +423,18 @@ def test_selection_prefixes_scope_cleanup_to_kinds_and_source():
     assert len(selection_prefixes([], "app")) == len(DEFAULT_POLICY)
     with pytest.raises(ConfigurationError):
         selection_prefixes([], "../etc")
+
+
+def test_kafka_message_sets_keep_seven_days_and_never_break_the_chain():
+    """Message sets chain like oplog slices: after the oldest set a rule keeps, none is deleted."""
+    assert DEFAULT_POLICY["kafka-messages"] == {"days": 7}
+    now = at(2026, 3, 10, 12)
+    sets = [bset(now - datetime.timedelta(hours=6 * n), kind="kafka-messages", source="kafka") for n in range(48)]
+    by_days = plan(sets, now, merge_policy(None))
+    assert kept(by_days) == sorted(s.time for s in sets if now - s.time <= datetime.timedelta(days=7))
+    # daily: 2 keeps the newest set of two days; the ones between them carry records those points need.
+    decisions = plan(sets, now, merge_policy({"kafka-messages": {"daily": 2}}))
+    oldest_ruled = min(d.bset.time for d in decisions if d.rule_kept)
+    assert kept(decisions) == sorted(s.time for s in sets if s.time >= oldest_ruled)
+    between = [d for d in decisions if d.keep and not d.rule_kept]
+    assert between and all("continues the kept kafka-messages chain" in d.reasons[-1] for d in between)

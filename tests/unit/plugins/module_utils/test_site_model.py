@@ -184,3 +184,20 @@ def test_a_backup_run_has_one_result():
     assert "redis@b: Failed to snapshot Redis: down" in report["table"]
     planned = site.backup_report([{"component": "config", "host": "a", "status": "PLANNED", "stored_bytes": 0}])
     assert planned["result"] == "PLANNED" and " 0 " not in planned["table"].splitlines()[-1]
+
+
+def test_kafka_messages_is_a_job_of_the_kafka_leaders_and_dr_checks_no_record_is_left():
+    groups = inventory(config=["app01"], kafka=["k1", "k2"])
+    hostvars = {h: {} for h in ("app01", "k1", "k2")}
+    assert site.plan(groups, hostvars, "kafka-messages")["jobs"] == ["kafka-messages"]
+    assert site.plan(groups, hostvars, messages=True)["jobs"] == ["config", "kafka", "kafka-messages"]
+    assert site.plan(groups, hostvars)["jobs"] == ["config", "kafka"]
+    assert site.jobs_of(site.plan(groups, hostvars, "kafka-messages"), "k1") == ["kafka-messages"]
+    assert site.jobs_of(site.plan(groups, hostvars, "kafka-messages"), "k2") == []
+    with pytest.raises(site.SiteError, match="kafka was asked for"):
+        site.plan(inventory(config=["app01"]), hostvars, "kafka-messages")
+    base = {"created_topics": [], "added_partitions": [], "groups": {}}
+    assert len(site.dr_checks({}, "kafka", base)) == 3  # no record restore asked for: no such check
+    left = site.dr_checks({}, "kafka", dict(base, messages={"records": 12}))
+    assert left[3] == {"check": "every captured record on the target", "ok": False, "expected": 0, "found": 12}
+    assert site.dr_checks({}, "kafka", dict(base, messages={"records": 0}))[3]["ok"] is True

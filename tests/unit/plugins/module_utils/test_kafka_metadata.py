@@ -18,31 +18,33 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
     IntegrityError,
     SourceError,
 )
-from ansible_collections.caas.backup.plugins.module_utils.kafka_meta import (
-    FORMAT,
-    FORMAT_VERSION,
+from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     Cluster,
-    TargetState,
-    apply_plan,
     check_topic_name,
     client_config,
     compile_patterns,
+    kafka_errors,
+    selected,
+    translate_error,
+)
+from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import (
+    FORMAT,
+    FORMAT_VERSION,
+    TargetState,
+    apply_plan,
     diff_configs,
     document_facts,
     group_diff,
-    kafka_errors,
     offset_for_time,
     partitions_after,
     plan_acls,
     plan_topics,
     resume_time,
     select_from_document,
-    selected,
     target_offset,
     time_answer_holds,
     topic_diff,
     topic_overrides,
-    translate_error,
     validate_document,
 )
 

@@ -1,0 +1,719 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the caas.backup collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Kafka records: continuous capture as record-batch segments, restore with consumer offsets translated.
+
+A capture writes **one set** (kind ``kafka-messages``) holding, per partition, the
+read-committed record batches (magic v2) from where the previous set stopped up
+to the last stable offset read at its start: the batches are the bytes the
+broker sent, original offsets and CRCs included, so a decompressed segment is a
+Kafka log segment (``kafka-dump-log.sh --files 00000000000000000000.log`` reads
+it once renamed to its base offset). Control batches and batches of aborted
+transactions are left out. The positions and the chain (continuation, lost
+ranges, the lock) are :mod:`..chain`'s.
+
+A restore verifies every segment (sha256, batch framing and CRCs, counts)
+before producing anything, then produces the records of each partition in
+order with key, value, headers and original timestamp, each with the header
+:data:`ORIGIN_HEADER` (its source offset): a rerun reads the target partition's
+last record and goes on after it, so an interrupted restore neither duplicates
+nor skips. A group's committed source offset becomes the target offset of the
+first restored record at or after it, found by a search over those headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ansible_collections.caas.backup.plugins.module_utils.catalog import (
+    SetWriter,
+    fetch_object,
+    list_sets,
+    set_order,
+)
+from ansible_collections.caas.backup.plugins.module_utils.chain import link, lost_range
+from ansible_collections.caas.backup.plugins.module_utils.common import (
+    ConfigurationError,
+    IntegrityError,
+    NotFoundError,
+    SourceError,
+)
+from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
+    Cluster,
+    Fetched,
+    kafka_errors_as,
+    selected,
+)
+from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import offset_for_time, refuse_active
+
+try:
+    from kafka import KafkaProducer
+    from kafka.record.default_records import DefaultRecordBatch
+except ImportError:  # reported by the modules (kafka.client.kafka_module)
+    pass
+
+KIND = "kafka-messages"
+STREAM = "kafka-messages"  # the capture lock's name
+ORIGIN_HEADER = "caas.origin.offset"
+FETCH_BYTES = 4 * 1024 * 1024  # per partition and request; the broker sends at least one whole batch
+OFFSET_OUT_OF_RANGE = 1
+# baseOffset, batchLength, partitionLeaderEpoch, magic, crc, attributes, lastOffsetDelta,
+# firstTimestamp, maxTimestamp, producerId, producerEpoch, baseSequence, recordCount
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_TRANSACTIONAL, _CONTROL = 0x10, 0x20
+_ABORT = 0
+
+
+# ---------------------------------------------------------------- record batches (pure)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One record batch's header facts and its bytes (a view into what was read)."""
+
+    base_offset: int
+    last_offset: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    attributes: int
+    count: int
+    data: memoryview
+
+    @property
+    def control(self) -> bool:
+        return bool(self.attributes & _CONTROL)
+
+    @property
+    def transactional(self) -> bool:
+        return bool(self.attributes & _TRANSACTIONAL)
+
+
+def split_batches(data: bytes | memoryview, name: str = "fetched data", partial_ok: bool = True) -> Iterator[Batch]:
+    """The record batches in ``data``; a cut last batch ends the list (``partial_ok``) or raises IntegrityError.
+
+    Only magic v2 batches are read (Kafka 0.11+ writes nothing else); an
+    older message set is refused by name.
+    """
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        if len(view) - pos < _HEADER.size:
+            if partial_ok:
+                return
+            raise IntegrityError(f"{name} ends inside a record batch header at byte {pos}")
+        base, length, _epoch, magic, _crc, attrs, delta, first_ts, max_ts, pid, _pe, _seq, count = _HEADER.unpack_from(
+            view, pos
+        )
+        if magic != 2:
+            raise IntegrityError(f"{name} holds a magic v{magic} message set at byte {pos}: only v2 batches are read")
+        size = 12 + length
+        if length < _HEADER.size - 12 or pos + size > len(view):
+            if partial_ok and length >= _HEADER.size - 12:
+                return
+            raise IntegrityError(f"{name} has a truncated or malformed record batch at byte {pos}")
+        yield Batch(base, base + delta, first_ts, max_ts, pid, attrs, count, view[pos : pos + size])
+        pos += size
+
+
+def control_type(batch: Batch) -> int:
+    """The type of a control batch's marker: 0 abort, 1 commit (its record key: version, type)."""
+    for record in DefaultRecordBatch(bytes(batch.data)):
+        key = record.key or b""
+        return struct.unpack(">hh", key[:4])[1] if len(key) >= 4 else -1
+    return -1
+
+
+def committed(batches: Iterator[Batch], aborted: list[tuple[int, int]]) -> Iterator[Batch]:
+    """The batches a read-committed consumer delivers: no control batches, none of an aborted transaction.
+
+    ``aborted`` is the Fetch answer's ``(producer id, first offset)`` list; a
+    producer's batches from its first offset on are dropped until its abort
+    marker, as Kafka's own consumer does.
+    """
+    pending = sorted(aborted, key=lambda a: a[1])
+    active: set[int] = set()
+    for batch in batches:
+        while pending and pending[0][1] <= batch.last_offset:
+            active.add(pending.pop(0)[0])
+        if batch.control:
+            if batch.producer_id in active and control_type(batch) == _ABORT:
+                active.discard(batch.producer_id)
+            continue
+        if batch.transactional and batch.producer_id in active:
+            continue
+        yield batch
+
+
+def segment_stem(topic: str, partition: int, first_offset: int) -> str:
+    """A segment's object stem: ``<topic>-<partition>-<base offset, 20 digits>.log`` (Kafka's own file name)."""
+    return f"{topic}-{partition}-{first_offset:020d}.log"
+
+
+# ---------------------------------------------------------------- capture
+
+
+@dataclass
+class Stream:
+    """One partition's capture: from where, up to where, and what was written."""
+
+    topic: str
+    partition: int
+    continued_from: int | None  # the previous set's position (None: the first capture of this partition)
+    position: int
+    start: int = 0  # where this capture began reading (after a lost range)
+    end: int = 0
+    lost: list[list[int]] = field(default_factory=list)
+    segments: list[dict] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    def facts(self) -> dict:
+        records = sum(s["records"] for s in self.segments)
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "continued_from": self.continued_from,
+            "from_offset": self.continued_from if self.continued_from is not None else self.start,
+            "next_offset": self.position,
+            "first_offset": self.segments[0]["first_offset"] if self.segments else None,
+            "last_offset": self.segments[-1]["last_offset"] if self.segments else None,
+            "records": records,
+            "first_timestamp": min((s["first_timestamp"] for s in self.segments), default=None),
+            "last_timestamp": max((s["last_timestamp"] for s in self.segments), default=None),
+            "lost": self.lost,
+            "segments": self.segments,
+        }
+
+
+def previous_positions(storage, source: str) -> tuple[dict[str, int], str]:
+    """The positions the newest complete set of ``source`` stopped at, and ``"set <id>"`` (or ``"start"``)."""
+    sets = [s for s in list_sets(storage, KIND, source) if s.complete]
+    if not sets:
+        return {}, "start"
+    newest = max(sets, key=set_order)
+    return dict(newest.facts.get("positions") or {}), f"set {newest.backup_id}"
+
+
+def selected_partitions(cluster: Cluster, include: list, exclude: list) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): leader}`` of the selected topics (internal ones never)."""
+    names = sorted(n for n in cluster.topics() if selected(n, include, exclude))
+    return cluster.leaders(names) if names else {}
+
+
+def group_positions(cluster: Cluster, topics: set[str], include: list, exclude: list) -> dict[str, dict]:
+    """Every selected group's committed offsets on ``topics``: ``{group: {"topic-partition": offset}}``."""
+    found = {}
+    for group_id in cluster.groups():
+        if not selected(group_id, include, exclude):
+            continue
+        offsets = {f"{t}-{p}": o for (t, p), (o, _meta) in cluster.group_offsets(group_id).items() if t in topics}
+        if offsets:
+            found[group_id] = dict(sorted(offsets.items()))
+    return found
+
+
+def open_streams(cluster: Cluster, leaders: dict, positions: dict[str, int]) -> dict[tuple[str, int], Stream]:
+    """Each partition's stream: position checked against the log (lost ranges) and the end read now."""
+    streams = {}
+    for topic, part in sorted(leaders):
+        before = positions.get(f"{topic}-{part}")
+        streams[(topic, part)] = Stream(topic, part, before, before if before is not None else 0)
+    for leader in sorted(set(leaders.values())):
+        mine = {k: s for k, s in streams.items() if leaders[k] == leader}
+        answers = cluster.fetch(leader, {k: s.position for k, s in mine.items()}, 1)
+        for key, stream in mine.items():
+            answer = answers.get(key)
+            if answer is None or answer.error not in (0, OFFSET_OUT_OF_RANGE):
+                code = "no answer" if answer is None else f"error code {answer.error}"
+                raise SourceError(f"cannot fetch {stream.key}: {code}")
+            start = max(answer.log_start_offset, 0)
+            if stream.position > answer.high_watermark:
+                raise SourceError(
+                    f"{stream.key} ends at offset {answer.high_watermark}, before the captured position "
+                    f"{stream.position}: the topic was recreated or truncated; capture it under another source_name"
+                )
+            lost = lost_range(stream.position, start) if stream.continued_from is not None else None
+            if lost is not None:
+                stream.lost.append([lost[0], lost[1]])
+            stream.position = stream.start = max(stream.position, start)
+            stream.end = answer.end
+    return streams
+
+
+def drain(cluster: Cluster, leader: int, stream: Stream, backup: SetWriter | None) -> int:
+    """Write the partition's committed batches from its position up to its end as one segment; records written.
+
+    With ``backup`` None (check mode) nothing is fetched: the pending offsets are returned.
+    """
+    if stream.position >= stream.end:
+        return 0
+    if backup is None:
+        return stream.end - stream.position
+    key = (stream.topic, stream.partition)
+    facts: dict = {}
+    out = None
+    with contextlib.ExitStack() as stack:
+        while stream.position < stream.end:
+            answer: Fetched = cluster.fetch(leader, {key: stream.position}, FETCH_BYTES)[key]
+            if answer.error:
+                raise SourceError(f"cannot fetch {stream.key} at offset {stream.position}: error code {answer.error}")
+            seen = list(split_batches(answer.records, stream.key))
+            if not seen:
+                raise SourceError(f"{stream.key}: the broker answered no record batch at offset {stream.position}")
+            for batch in committed(iter(seen), answer.aborted):
+                if batch.last_offset < stream.position or batch.base_offset >= stream.end:
+                    continue
+                if out is None:
+                    stem = segment_stem(stream.topic, stream.partition, batch.base_offset)
+                    out = stack.enter_context(backup.object(stem))
+                    facts = {"object": stem, "first_offset": batch.base_offset, "records": 0, "batches": 0}
+                    facts.update(first_timestamp=batch.first_timestamp, last_timestamp=batch.max_timestamp)
+                out.write(batch.data)
+                facts["records"] += batch.count
+                facts["batches"] += 1
+                facts["last_offset"] = batch.last_offset
+                facts["first_timestamp"] = min(facts["first_timestamp"], batch.first_timestamp)
+                facts["last_timestamp"] = max(facts["last_timestamp"], batch.max_timestamp)
+            stream.position = min(max(stream.position, seen[-1].last_offset + 1), stream.end)
+    if facts:
+        stream.segments.append(facts)
+    return facts.get("records", 0)
+
+
+@dataclass
+class CaptureOptions:
+    """What one capture selects and how long it follows."""
+
+    include_topics: list = field(default_factory=list)
+    exclude_topics: list = field(default_factory=list)
+    include_groups: list = field(default_factory=list)
+    exclude_groups: list = field(default_factory=list)
+    duration: float = 0.0
+    poll_seconds: float = 1.0
+
+
+def capture(
+    cluster: Cluster, storage, source: str, write_options, tags, options: CaptureOptions, check_mode: bool = False
+) -> dict:
+    """Capture one set of every selected partition's new records (see the module doc); returns the result fields.
+
+    No set is written when no partition has a new record or a lost range
+    (``changed`` false). In check mode nothing is fetched past each partition's
+    offsets: ``pending`` counts offsets, not records (aborted ones are dropped
+    by the real capture).
+    """
+    positions, continues = previous_positions(storage, source)
+    leaders = selected_partitions(cluster, options.include_topics, options.exclude_topics)
+    groups = group_positions(cluster, {t for t, _p in leaders}, options.include_groups, options.exclude_groups)
+    streams = open_streams(cluster, leaders, positions)
+    lost = {s.key: s.lost for s in streams.values() if s.lost}
+    base = dict(source=source, continues=continues, lost=lost, partitions=len(streams))
+    if check_mode:
+        pending = {s.key: drain(cluster, leaders[k], s, None) for k, s in streams.items()}
+        return dict(base, changed=any(pending.values()) or bool(lost), pending=pending, records=0)
+    storage.check()
+    backup = SetWriter(storage, KIND, source, write_options, tags)
+    with backup:
+        records = sum(drain(cluster, leaders[k], s, backup) for k, s in streams.items())
+        deadline = time.monotonic() + options.duration
+        while time.monotonic() < deadline:
+            time.sleep(min(options.poll_seconds, max(0.0, deadline - time.monotonic())))
+            ends = {}
+            for leader in sorted(set(leaders.values())):
+                mine = {k: s.position for k, s in streams.items() if leaders[k] == leader}
+                ends.update({k: a.end for k, a in cluster.fetch(leader, mine, 1).items()})
+            for key, stream in streams.items():
+                stream.end = max(stream.end, ends.get(key, stream.end))
+                records += drain(cluster, leaders[key], stream, backup)
+        if not records and not lost:
+            backup.discard()
+            return dict(base, changed=False, backup_id="", records=0, positions=positions)
+        facts = {
+            "cluster_id": cluster.cluster_id,
+            "continues": continues,
+            "records": records,
+            "lost_records": sum(b - a for ranges in lost.values() for a, b in ranges),
+            "partitions": {s.key: s.facts() for s in streams.values()},
+            # Partitions left out of this capture (another include_topics) keep their place in the chain.
+            "positions": {**positions, **{s.key: s.position for s in streams.values()}},
+            "groups": groups,
+        }
+        backup.commit(facts)
+    return dict(base, **backup.result(), changed=True, records=records, positions=facts["positions"], groups=groups)
+
+
+# ---------------------------------------------------------------- restore planning
+
+
+@dataclass
+class PartitionPlan:
+    """What a restore reads for one source partition: its segments in chain order, and the holes between."""
+
+    topic: str
+    partition: int
+    segments: list[tuple[object, dict]] = field(default_factory=list)  # (set, segment facts)
+    holes: list[list[int]] = field(default_factory=list)
+    reach: int | None = None
+
+
+def message_sets(storage, source: str | None, trust: list | None = None) -> list:
+    """The complete ``kafka-messages`` sets of one source, oldest first (the only source when None)."""
+    sets = [s for s in list_sets(storage, KIND, trust=trust) if s.complete]
+    sources = sorted({s.source for s in sets})
+    if source is None:
+        if len(sources) != 1:
+            raise ConfigurationError(
+                f"set source_name: the sources with kafka-messages sets in {storage.url} are "
+                f"{', '.join(sources) or 'none'}"
+            )
+        source = sources[0]
+    chosen = sorted((s for s in sets if s.source == source), key=set_order)
+    if not chosen:
+        raise NotFoundError(f"no kafka-messages set of {source} in {storage.url} (sources: {', '.join(sources)})")
+    return chosen
+
+
+def plan_partitions(sets: list, topics: list[str]) -> dict[tuple[str, int], PartitionPlan]:
+    """Each source partition's segments, linked into a chain (:func:`..chain.link`), holes and lost ranges named."""
+    spans: dict[tuple[str, int], list] = {}
+    for bset in sets:
+        for facts in (bset.facts.get("partitions") or {}).values():
+            if topics and facts["topic"] not in topics:
+                continue
+            key = (facts["topic"], int(facts["partition"]))
+            spans.setdefault(key, []).append((int(facts["from_offset"]), int(facts["next_offset"]), (bset, facts)))
+    plans = {}
+    for key, found in sorted(spans.items()):
+        plan = PartitionPlan(*key)
+        start = min(first for first, _last, _item in found)
+        reach = start
+        remaining = found
+        while remaining:
+            linked, reach, hole = link(remaining, reach)
+            for bset, facts in linked:
+                plan.holes.extend(facts.get("lost") or ())
+                plan.segments.extend((bset, segment) for segment in facts.get("segments") or ())
+            if hole is None:
+                break
+            plan.holes.append([reach, hole])
+            remaining = [span for span in remaining if span[0] >= hole]
+            reach = hole
+        plan.reach = reach
+        plans[key] = plan
+    return plans
+
+
+def groups_at(sets: list, target_ms: int | None) -> dict[str, dict]:
+    """The groups' committed offsets of the newest set captured at or before the target (else the oldest set)."""
+    chosen = sets[0]
+    for bset in sets:
+        if target_ms is None or bset.time.timestamp() * 1000 <= target_ms:
+            chosen = bset
+    return dict(chosen.facts.get("groups") or {})
+
+
+# ---------------------------------------------------------------- restore: verify, produce, translate
+
+
+def read_batches(reader, name: str) -> Iterator[Batch]:
+    """The record batches of a stored segment, read one at a time (memory: one batch)."""
+    offset = 0
+    while True:
+        head = _read(reader, 12)
+        if not head:
+            return
+        if len(head) < 12:
+            raise IntegrityError(f"{name} ends inside a record batch header at byte {offset}")
+        length = struct.unpack_from(">i", head, 8)[0]
+        body = _read(reader, max(length, 0))
+        if length < _HEADER.size - 12 or len(body) != length:
+            raise IntegrityError(f"{name} has a truncated or malformed record batch at byte {offset}")
+        offset += 12 + length
+        yield from split_batches(head + body, name, partial_ok=False)
+
+
+def _read(reader, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = reader.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def check_segment(reader, name: str, facts: dict) -> None:
+    """Read a whole segment: framing, every batch's CRC, offsets and record count must match its manifest."""
+    records = 0
+    first = last = None
+    for batch in read_batches(reader, name):
+        if not DefaultRecordBatch(bytes(batch.data)).validate_crc():
+            raise IntegrityError(f"{name}: the record batch at offset {batch.base_offset} fails its CRC")
+        first = batch.base_offset if first is None else first
+        last = batch.last_offset
+        records += batch.count
+    if (records, first, last) != (facts.get("records"), facts.get("first_offset"), facts.get("last_offset")):
+        raise IntegrityError(
+            f"{name} holds {records} records at offsets {first}..{last}, its manifest says "
+            f"{facts.get('records')} at {facts.get('first_offset')}..{facts.get('last_offset')}"
+        )
+
+
+def records_of(reader, name: str) -> Iterator:
+    """The records of a segment, in offset order (kafka-python's decoded records)."""
+    for batch in read_batches(reader, name):
+        yield from DefaultRecordBatch(bytes(batch.data))
+
+
+def origin_of(record) -> int | None:
+    """The source offset a restored record carries in :data:`ORIGIN_HEADER`."""
+    for key, value in record.headers or ():
+        if key == ORIGIN_HEADER:
+            return int(value)
+    return None
+
+
+class Target:
+    """The restore target's partitions, read by Fetch: log bounds and the origin offsets of restored records."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.leaders: dict[tuple[str, int], int] = {}
+
+    def refresh(self, topics: list[str]) -> None:
+        self.leaders = self.cluster.leaders(sorted(topics)) if topics else {}
+
+    def bounds(self, topic: str, part: int) -> tuple[int, int]:
+        """``(log start, high watermark)``."""
+        answer = self.cluster.fetch(self.leaders[(topic, part)], {(topic, part): 0}, 1)[(topic, part)]
+        return max(answer.log_start_offset, 0), answer.high_watermark
+
+    def record_at(self, topic: str, part: int, offset: int):
+        """The first record at or after ``offset`` (None past the end)."""
+        key = (topic, part)
+        answer = self.cluster.fetch(self.leaders[key], {key: offset}, 1024 * 1024)[key]
+        for batch in split_batches(answer.records, f"{topic}-{part}"):
+            for record in DefaultRecordBatch(bytes(batch.data)):
+                if record.offset >= offset:
+                    return record
+        return None
+
+    def origin_at(self, topic: str, part: int, offset: int) -> tuple[int, int] | None:
+        """``(target offset, origin offset)`` of the first record at or after ``offset``; None past the end."""
+        record = self.record_at(topic, part, offset)
+        if record is None:
+            return None
+        origin = origin_of(record)
+        if origin is None:
+            raise SourceError(
+                f"{topic}-{part} holds, at offset {record.offset}, a record kafka_message_restore did not write "
+                f"(no {ORIGIN_HEADER} header): restore into an empty topic or another name (rename)"
+            )
+        return record.offset, origin
+
+    def resume_after(self, topic: str, part: int) -> tuple[int | None, int, int]:
+        """``(origin offset of the last restored record or None, log start, high watermark)``."""
+        start, end = self.bounds(topic, part)
+        if end <= start:
+            return None, start, end
+        found = self.origin_at(topic, part, end - 1)
+        return (found[1] if found else None), start, end
+
+    def first_at_or_after(self, topic: str, part: int, origin: int) -> int:
+        """The target offset of the first restored record whose origin is at or after ``origin``; else the end."""
+        start, end = self.bounds(topic, part)
+        found = offset_for_time(lambda o: self.origin_at(topic, part, o), start, end, origin)
+        return end if found is None else found
+
+
+def records_to_restore(copies: list, identities: list[str], after: int | None, until_ms: int | None) -> Iterator:
+    """A partition's records, in order, after origin offset ``after``, up to the first one after ``until_ms``.
+
+    Segments of overlapping sets (a capture that started over) give each offset once.
+    """
+    for copy in copies:
+        with copy.reader(identities) as reader:
+            for record in records_of(reader, copy.name):
+                if after is not None and record.offset <= after:
+                    continue
+                if until_ms is not None and record.timestamp > until_ms:
+                    return
+                after = record.offset
+                yield record
+
+
+def produce(
+    cluster: Cluster, copies: list, identities: list[str], target_topic: str, part: int, after: int | None, until_ms
+) -> dict:
+    """Produce one partition's records after origin ``after`` (and at or before ``until_ms``), in order.
+
+    One request in flight per connection keeps the order through retries; the
+    first failed send stops the loop (a rerun resumes after the last record the
+    target holds). Returns ``{produced, source_first, source_last, target_first, target_last}``.
+    """
+    failures: list[Exception] = []
+    done = {"produced": 0, "source_first": None, "source_last": None, "target_first": None, "target_last": None}
+    first_future = last_future = None
+    with kafka_errors_as(f"produce to {target_topic}-{part}"):
+        producer = KafkaProducer(
+            **cluster.config, acks="all", max_in_flight_requests_per_connection=1, linger_ms=5, retries=5
+        )
+        try:
+            for record in records_to_restore(copies, identities, after, until_ms):
+                if failures:
+                    break
+                headers = [*(record.headers or ()), (ORIGIN_HEADER, str(record.offset).encode())]
+                future = producer.send(
+                    target_topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=headers,
+                    partition=part,
+                    timestamp_ms=record.timestamp,
+                )
+                future.add_errback(failures.append)
+                first_future = first_future or future
+                last_future = future
+                done["produced"] += 1
+                if done["source_first"] is None:
+                    done["source_first"] = record.offset
+                done["source_last"] = record.offset
+            producer.flush()
+        finally:
+            producer.close()
+    if failures:
+        raise SourceError(
+            f"cannot produce to {target_topic}-{part}: {type(failures[0]).__name__}: {failures[0]} "
+            "(run the restore again: it resumes after the last record the target holds)"
+        )
+    if first_future is not None:
+        done["target_first"] = first_future.get().offset
+        done["target_last"] = last_future.get().offset
+    return done
+
+
+def translate_groups(
+    target: Target, groups: dict[str, dict], rename: Callable[[str], str], plans: dict
+) -> dict[str, dict[tuple[str, int], tuple[int, int]]]:
+    """``{group: {(target topic, partition): (source offset, target offset)}}`` for the restored partitions."""
+    out: dict[str, dict] = {}
+    for group_id, offsets in sorted(groups.items()):
+        for key, committed_offset in sorted(offsets.items()):
+            topic, _sep, part_text = key.rpartition("-")
+            if (topic, int(part_text)) not in plans:
+                continue
+            where = (rename(topic), int(part_text))
+            out.setdefault(group_id, {})[where] = (committed_offset, target.first_at_or_after(*where, committed_offset))
+    return out
+
+
+@contextlib.contextmanager
+def verified_segments(storage, plans: dict, identities: list[str], spool_dir: str | None = None):
+    """Download and check every planned segment before anything is produced; yields ``{key: [copies]}``."""
+    with contextlib.ExitStack() as stack:
+        copies: dict[tuple[str, int], list] = {}
+        for key, plan in plans.items():
+            for bset, facts in plan.segments:
+                copy = stack.enter_context(fetch_object(storage, bset, facts["object"], spool_dir))
+                with copy.reader(identities) as reader:
+                    check_segment(reader, copy.name, facts)
+                copies.setdefault(key, []).append(copy)
+        yield copies
+
+
+@dataclass
+class RestoreSpec:
+    """What one restore does: the planned partitions, the groups' source offsets, renames, the target time."""
+
+    plans: dict[tuple[str, int], PartitionPlan]
+    groups: dict[str, dict]
+    rename: dict[str, str]
+    until_ms: int | None
+    identities: list[str]
+    create_topics: bool
+    check_mode: bool
+    meta_topics: Callable[[], dict]  # the newest kafka-meta set's topics (read only when a topic is created)
+
+    def name(self, topic: str) -> str:
+        return self.rename.get(topic, topic)
+
+
+def create_missing(cluster: Cluster, spec: RestoreSpec, warn: Callable[[str], None]) -> list[str]:
+    """Create the target topics that do not exist (from the kafka-meta set when it has them); their names."""
+    have = cluster.topics()
+    needed: dict[str, int] = {}
+    for topic, part in spec.plans:
+        needed[spec.name(topic)] = max(needed.get(spec.name(topic), 0), part + 1)
+    create = sorted(t for t in needed if t not in have)
+    if create and not spec.create_topics:
+        raise SourceError(f"topic(s) {', '.join(create)} do not exist on the target (create_topics is off)")
+    short = sorted(t for t in needed if t in have and have[t]["partitions"] < needed[t])
+    if short:
+        raise SourceError(f"topic(s) {', '.join(short)} have fewer partitions on the target than were captured")
+    if create and not spec.check_mode:
+        meta = spec.meta_topics()
+        originals = {spec.name(t): t for t, _p in spec.plans}
+        for name in create:
+            topic = meta.get(originals[name]) or {}
+            if not topic:
+                warn(
+                    f"topic {name}: no kafka-meta set describes it: created with {needed[name]} partition(s), "
+                    "replication factor 1 and the broker's default configs"
+                )
+            partitions = max(int(topic.get("partitions") or 0), needed[name])
+            factor = min(int(topic.get("replication_factor") or 1), cluster.brokers)
+            cluster.create_topic(name, partitions, factor, dict(topic.get("configs") or {}))
+    return create
+
+
+def restore(cluster: Cluster, copies: dict, spec: RestoreSpec, warn: Callable[[str], None]) -> dict:
+    """Create missing topics, produce each partition's records after where the target stopped, commit the groups.
+
+    ``copies`` are the verified segments (:func:`verified_segments`). Groups
+    with active members are refused before anything changes.
+    """
+    refuse_active(cluster, sorted(spec.groups))
+    created = create_missing(cluster, spec, warn)
+    target = Target(cluster)
+    target.refresh(sorted({spec.name(t) for t, _p in spec.plans} - (set(created) if spec.check_mode else set())))
+    partitions: dict[str, dict] = {}
+    records = 0
+    for (topic, part), plan in sorted(spec.plans.items()):
+        name = spec.name(topic)
+        after = target.resume_after(name, part)[0] if (name, part) in target.leaders else None
+        entry: dict = {"source": f"{topic}-{part}", "resumed_after": after, "holes": plan.holes}
+        if spec.check_mode:
+            pending = records_to_restore(copies.get((topic, part), []), spec.identities, after, spec.until_ms)
+            entry["produced"] = sum(1 for _record in pending)
+        else:
+            entry.update(
+                produce(cluster, copies.get((topic, part), []), spec.identities, name, part, after, spec.until_ms)
+            )
+        records += entry["produced"]
+        for hole in plan.holes:
+            warn(f"{topic}-{part}: source offsets {hole[0]}..{hole[1] - 1} are in no set (lost before capture)")
+        partitions[f"{name}-{part}"] = entry
+    groups: dict[str, dict] = {}
+    committed_any = False
+    if spec.groups and not spec.check_mode:
+        for group_id, moves in translate_groups(target, spec.groups, spec.name, spec.plans).items():
+            current = {k: v[0] for k, v in cluster.group_offsets(group_id).items()}
+            wanted = {k: t for k, (_s, t) in moves.items() if current.get(k) != t}
+            if wanted:
+                cluster.commit_offsets(group_id, wanted)
+                committed_any = True
+            groups[group_id] = {f"{t}-{n}": {"source": s, "target": o} for (t, n), (s, o) in sorted(moves.items())}
+    return dict(
+        changed=bool(records or created or committed_any),
+        created_topics=created,
+        partitions=partitions,
+        groups=groups,
+        records=records,
+    )

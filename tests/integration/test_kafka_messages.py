@@ -1,0 +1,306 @@
+"""kafka_message_capture / kafka_message_restore against real Tansu brokers.
+
+What Tansu (tests/support/services.py) cannot do, and where it is tested instead:
+
+* DeleteRecords panics and the memory engine applies no retention, so a log start never moves: the lost-range
+  report (and backup_info's critical alert on it) is a unit test on recorded fetch answers
+  (tests/unit/plugins/module_utils/test_kafka_record_batches.py).
+* Transactions work, but aborted-batch filtering is checked on recorded batches too, where the exact layout is known.
+* ListOffsets LATEST counts batches: capture and restore read every end by Fetch, which Tansu answers right.
+"""
+
+import datetime
+import json
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import services
+from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
+
+from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
+
+with warnings.catch_warnings():  # kafka-python 3.0.12 uses an API deprecated in Python 3.11
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+ORIGIN = "caas.origin.offset"
+BASE_TS = 1_700_000_000_000
+PARTITIONS = 3
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    """Starts fresh Tansu brokers (memory storage) for the test; stops them after it (or the test does)."""
+    started = []
+
+    def start():
+        handle = services.start_kafka(tmp_path / f"kafka-{len(started)}")
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.alive:
+            handle.stop()
+
+
+def produce(url, topic, start, count):
+    """``count`` records spread over the partitions: keys, two headers, every 11th value null, rising timestamps.
+
+    Returns the records sent per partition: [(key, value, headers, timestamp)].
+    """
+    producer = KafkaProducer(bootstrap_servers=url, linger_ms=20, batch_size=16384)
+    sent = {p: [] for p in range(PARTITIONS)}
+    for i in range(start, start + count):
+        part = i % PARTITIONS
+        key = f"key-{i % 97}".encode()
+        value = None if i % 11 == 0 else f"value-{i}".encode() * (1 + i % 5)
+        headers = [("trace", f"t{i}".encode()), ("source", b"orders-service")]
+        ts = BASE_TS + i * 10
+        producer.send(topic, key=key, value=value, headers=headers, partition=part, timestamp_ms=ts)
+        sent[part].append((key, value, headers, ts))
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def read_all(url, topic, partitions=PARTITIONS):
+    """Every record of every partition, in order: {partition: [(offset, key, value, headers, timestamp)]}."""
+    reader = KafkaConsumer(bootstrap_servers=url, enable_auto_commit=False, consumer_timeout_ms=3000)
+    parts = [TopicPartition(topic, p) for p in range(partitions)]
+    reader.assign(parts)
+    reader.seek_to_beginning()
+    out = {p: [] for p in range(partitions)}
+    for record in reader:
+        out[record.partition].append((record.offset, record.key, record.value, list(record.headers), record.timestamp))
+    reader.close()
+    return out
+
+
+def commit(url, group, offsets):
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    try:
+        admin.alter_group_offsets(
+            group, {TopicPartition(t, p): OffsetAndMetadata(o, "", None) for (t, p), o in offsets.items()}
+        )
+        found = admin.list_group_offsets(group).get(group) or {}
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): om.offset for tp, om in found.items()}
+
+
+def origin(record_headers):
+    return int(dict(record_headers)[ORIGIN])
+
+
+def test_capture_twice_destroy_the_broker_and_restore_everything_with_the_group_in_place(svc, s3_url, broker):
+    """The issue's scenario, with 2,400 records (not 10,000: kafka-python against Tansu on two shared cores)."""
+    env = module_env(svc)
+    source = broker()
+    url = source.url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"orders": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    sent = produce(url, "orders", 0, 1500)
+    # The group processed part of each partition: it resumes at these source offsets.
+    group = {("orders", 0): 200, ("orders", 1): 499, ("orders", 2): 0}
+    assert commit(url, "billing", group) == group
+    args = dict(storage_url=s3_url, bootstrap_servers=[url], source_name="kafka-prod")
+
+    planned = run_module("kafka_message_capture", args, env, check_mode=True)
+    assert planned["rc"] == 0 and planned["changed"] is True and planned["backup_id"] == "", planned
+    assert sum(planned["pending"].values()) == 1500 and planned["continues"] == "start"
+    first = run_module("kafka_message_capture", args, env)
+    assert first["rc"] == 0 and first["records"] == 1500 and first["continues"] == "start", first
+    assert first["groups"] == {"billing": {"orders-0": 200, "orders-1": 499, "orders-2": 0}}
+    idle = run_module("kafka_message_capture", args, env)
+    assert idle["rc"] == 0 and idle["changed"] is False and idle["backup_id"] == "", idle
+    more = produce(url, "orders", 1500, 900)
+    second = run_module("kafka_message_capture", args, env)
+    assert second["rc"] == 0 and second["records"] == 900, second
+    assert second["continues"] == f"set {first['backup_id']}"
+    assert second["positions"] == {f"orders-{p}": 800 for p in range(PARTITIONS)}
+    for part in range(PARTITIONS):
+        sent[part] += more[part]
+    source.stop()
+
+    target = broker().url
+    restore = dict(storage_url=s3_url, bootstrap_servers=[target], source_name="kafka-prod")
+    done = run_module("kafka_message_restore", restore, env)
+    assert done["rc"] == 0 and done["records"] == 2400 and done["created_topics"] == ["orders"], done
+    assert done["sets"] == [first["backup_id"], second["backup_id"]]
+    got = read_all(target, "orders")
+    for part in range(PARTITIONS):
+        restored = [(k, v, [h for h in hs if h[0] != ORIGIN], ts) for _o, k, v, hs, ts in got[part]]
+        assert restored == sent[part], f"partition {part} differs"
+        assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(800))
+    translated = {k: v["target"] for k, v in done["groups"]["billing"].items()}
+    assert translated == {"orders-0": 200, "orders-1": 499, "orders-2": 0}  # a fresh log: the same offsets
+
+    # The group's consumer resumes exactly at the first record it had not processed, nothing twice.
+    reader = KafkaConsumer(
+        bootstrap_servers=target,
+        group_id="billing",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        auto_offset_reset="latest",
+    )
+    reader.subscribe(["orders"])
+    firsts = {}
+    deadline = time.monotonic() + 120  # a failsafe against a hang, not a timing assertion
+    while len(firsts) < PARTITIONS and time.monotonic() < deadline:
+        for tp, records in reader.poll(timeout_ms=1000).items():
+            firsts.setdefault(tp.partition, origin(records[0].headers))
+    reader.close()
+    assert firsts == {0: 200, 1: 499, 2: 0}
+
+    again = run_module("kafka_message_restore", restore, env)
+    assert again["rc"] == 0 and again["records"] == 0 and again["changed"] is False, again
+    assert all(p["resumed_after"] == 799 for p in again["partitions"].values())
+    assert read_all(target, "orders") == got
+
+
+def test_point_in_time_restore_stops_at_the_target_and_a_killed_restore_resumes_without_duplicates(
+    env, file_url, broker
+):
+    """A restore to ``target_time`` stops every partition at its last record at or before it; one killed midway
+    and run again (without a target) goes on after the target's last record: every record once, in order."""
+    url = broker().url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"events": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    sent = produce(url, "events", 0, 3000)
+    args = dict(storage_url=file_url, bootstrap_servers=[url], include_topics=["ev.*"])
+    assert run_module("kafka_message_capture", args, env)["records"] == 3000
+
+    target = broker().url
+    restore = dict(storage_url=file_url, bootstrap_servers=[target], rename={"events": "events-dr"})
+    cut = datetime.datetime.fromtimestamp((BASE_TS + 6000) / 1000, datetime.timezone.utc)
+    planned = run_module("kafka_message_restore", dict(restore, target_time=cut.isoformat()), env, check_mode=True)
+    assert planned["rc"] == 0 and planned["created_topics"] == ["events-dr"] and planned["records"] == 601, planned
+    pitr = run_module("kafka_message_restore", dict(restore, target_time=cut.isoformat()), env)
+    assert pitr["rc"] == 0 and pitr["records"] == 601, pitr  # records 0..600 have timestamps at or before the cut
+    got = read_all(target, "events-dr")
+    assert max(ts for part in got.values() for *_rest, ts in part) == BASE_TS + 6000
+    for part in range(PARTITIONS):
+        assert [r[1:3] for r in got[part]] == [(k, v) for k, v, _h, ts in sent[part] if ts <= BASE_TS + 6000]
+
+    module_args = json.dumps({"ANSIBLE_MODULE_ARGS": restore})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ansible_collections.caas.backup.plugins.modules.kafka_message_restore"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    proc.stdin.write(module_args)
+    proc.stdin.close()
+    deadline = time.monotonic() + 120  # a failsafe, not a timing assertion
+    while sum(len(p) for p in read_all(target, "events-dr").values()) <= 1200 and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    proc.wait()
+    again = run_module("kafka_message_restore", restore, env)
+    assert again["rc"] == 0, again
+    got = read_all(target, "events-dr")
+    for part in range(PARTITIONS):
+        assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(1000)), f"partition {part}"
+        assert [(k, v, ts) for _o, k, v, _hs, ts in got[part]] == [(k, v, ts) for k, v, _h, ts in sent[part]]
+    assert all(p["resumed_after"] is not None for p in again["partitions"].values())
+
+
+def test_backup_and_dr_playbooks_capture_records_and_restore_topics_then_records_then_offsets(
+    svc, s3_url, age_key, broker, tmp_path
+):
+    """backup.yml exports the metadata and captures the records (caas_backup_kafka_messages); dr.yml on a fresh broker
+    creates the topics from kafka-meta, produces the records, commits the group translated, and checks no record is
+    left to restore. The 5-minute job is backup.yml with caas_backup_only=kafka-messages."""
+    source, target = broker(), broker()
+    admin = KafkaAdminClient(bootstrap_servers=source.url)
+    admin.create_topics({"orders": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    sent = produce(source.url, "orders", 0, 300)
+    commit(source.url, "billing", {("orders", 0): 40, ("orders", 1): 100, ("orders", 2): 7})
+    reports = tmp_path / "reports"
+    extra = {
+        "caas_backup_storage_url": s3_url,
+        "caas_backup_s3_endpoint_url": svc["CAAS_S3_ENDPOINT"],
+        "caas_backup_encryption_recipients": [age_key["recipient"]],
+        "caas_backup_encryption_identity_file": age_key["file"],
+        "caas_backup_kafka_bootstrap_servers": [source.url],
+        "caas_backup_kafka_messages": True,
+        "kafka_backup_restore_bootstrap_servers": [target.url],
+        "dr_site_report_dir": str(reports),
+    }
+    backup = run_playbook(REPO / "playbooks" / "backup.yml", extra, module_env(svc), groups=["caas_kafka"])
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    more = produce(source.url, "orders", 300, 60)
+    job = run_playbook(
+        REPO / "playbooks" / "backup.yml",
+        dict(extra, caas_backup_only="kafka-messages"),
+        module_env(svc),
+        groups=["caas_kafka"],
+    )
+    assert job.returncode == 0, job.stdout + job.stderr
+    storage = s3_storage(svc, s3_url)
+    assert len([s for s in list_sets(storage, "kafka-messages") if s.complete]) == 2
+    assert len([s for s in list_sets(storage, "kafka-meta") if s.complete]) == 1
+    source.stop()
+    dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, module_env(svc), groups=["caas_kafka"])
+    assert dr.returncode == 0, dr.stdout + dr.stderr
+    got = read_all(target.url, "orders")
+    for part in range(PARTITIONS):
+        assert [(k, v, ts) for _o, k, v, _h, ts in got[part]] == [
+            (k, v, ts) for k, v, _h, ts in sent[part] + more[part]
+        ]
+    assert commit(target.url, "billing", {}) == {("orders", 0): 40, ("orders", 1): 100, ("orders", 2): 7}
+    [kafka] = dr_report(reports)["components"]
+    assert kafka["status"] == "PASS", kafka
+    assert {"check": "every captured record on the target", "ok": True, "expected": 0, "found": 0} in kafka["checks"]
+
+
+def test_aborted_transactions_are_left_out_and_group_offsets_move_onto_the_restored_records(env, file_url, broker):
+    """Tansu runs transactions: an aborted one (and every transaction marker) takes source offsets no restored
+    record has, so a group committed after it lands on a smaller target offset - the first record it had not read."""
+    url = broker().url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"ledger": {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    plain = KafkaProducer(bootstrap_servers=url)
+    for i in range(5):
+        plain.send("ledger", value=f"before-{i}".encode(), partition=0).get(timeout=30)
+    tx = KafkaProducer(bootstrap_servers=url, transactional_id="ledger-writer")
+    tx.init_transactions()
+    tx.begin_transaction()
+    for i in range(4):
+        tx.send("ledger", value=f"aborted-{i}".encode(), partition=0)
+    tx.abort_transaction()
+    tx.begin_transaction()
+    tx.send("ledger", value=b"committed-0", partition=0)
+    tx.commit_transaction()
+    tx.close()
+    after = [plain.send("ledger", value=f"after-{i}".encode(), partition=0).get(timeout=30).offset for i in range(3)]
+    plain.close()
+    commit(url, "auditor", {("ledger", 0): after[1]})  # read up to after-0
+    captured = run_module("kafka_message_capture", dict(storage_url=file_url, bootstrap_servers=[url]), env)
+    assert captured["rc"] == 0 and captured["records"] == 9, captured  # 5 + 1 committed + 3, no aborted, no markers
+
+    target = broker().url
+    done = run_module("kafka_message_restore", dict(storage_url=file_url, bootstrap_servers=[target]), env)
+    assert done["rc"] == 0 and done["records"] == 9, done
+    values = [v for _o, _k, v, _h, _ts in read_all(target, "ledger", 1)[0]]
+    assert values == [f"before-{i}".encode() for i in range(5)] + [b"committed-0"] + [
+        b"after-0",
+        b"after-1",
+        b"after-2",
+    ]
+    moved = done["groups"]["auditor"]["ledger-0"]
+    assert moved == {"source": after[1], "target": 7} and after[1] > 7  # after-1 is the 8th restored record
+    assert commit(target, "auditor", {}) == {("ledger", 0): 7}
