@@ -46,7 +46,8 @@ MODULES = (
     "redis_snapshot",
     "s3_backup_prune",
 )
-CLEAN = re.compile(r"^(Failed to |argument '|Elements value for option '|value of )")
+# Ansible's own refusals (argument spec, required_together), or the modules' "Failed to <verb> <object>: <cause>".
+CLEAN = re.compile(r"^(Failed to |argument '|Elements value for option '|value of |parameters are required together: )")
 WORK = tempfile.mkdtemp(prefix="caas-bad-input-")
 MISSING = os.path.join(WORK, "no-such-dir")
 
