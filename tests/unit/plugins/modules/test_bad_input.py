@@ -1,6 +1,6 @@
 """Every module refuses malformed option values cleanly, before it connects to or touches anything.
 
-Each of the 18 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
+Each of the 20 modules runs as Ansible runs it (a subprocess, arguments as JSON: ``harness.run_module``)
 with valid options - storage in an empty temporary ``file://`` directory, servers at a loopback port nothing
 listens on - and one option replaced by a malformed value: a wrong type, an out-of-range or huge number, a
 garbage string, a URL with a bad port, a time out of range, a path below a missing directory. The result
@@ -36,6 +36,8 @@ MODULES = (
     "backup_verify",
     "config_backup",
     "config_restore",
+    "kafka_message_capture",
+    "kafka_message_restore",
     "kafka_topic_export",
     "kafka_topic_restore",
     "mongo_dump",
@@ -79,6 +81,8 @@ BASE: dict[str, dict] = {
     "backup_verify": dict(STORAGE),
     "config_backup": dict(STORAGE, paths=["a.conf"], root=WORK),
     "config_restore": dict(STORAGE, dest=os.path.join(WORK, "restored")),
+    "kafka_message_capture": dict(STORAGE, **KAFKA),
+    "kafka_message_restore": dict(STORAGE, **KAFKA),
     "kafka_topic_export": dict(STORAGE, **KAFKA),
     "kafka_topic_restore": dict(STORAGE, **KAFKA),
     "mongo_dump": dict(STORAGE, **MONGO),
@@ -163,6 +167,8 @@ BAD: dict[str, st.SearchStrategy] = {
             "record",
             "list_requests",
             "ledger",
+            "restore_groups",
+            "create_topics",
         )
     },
     **{name: choices for name in ("compression", "mode", "method", "level", "offsets", "replay_method")},
@@ -229,6 +235,13 @@ def assert_clean_failure(module: str, option: str, value, **more) -> None:
     assert "exception" not in result, f"{where}\n{result.get('exception')}"
     assert CLEAN.match(result["msg"]) and not result["msg"].startswith("Unsupported"), where
     assert option in result["msg"], f"{where} (the message must name the bad option)"
+
+
+def test_every_module_is_covered():
+    """A new module joins MODULES (and BASE), so its option checks are tried too."""
+    plugins = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, "plugins", "modules")
+    found = sorted(n[:-3] for n in os.listdir(plugins) if n.endswith(".py") and not n.startswith("_"))
+    assert list(MODULES) == found and sorted(BASE) == found
 
 
 @pytest.mark.parametrize("module", MODULES)
