@@ -63,6 +63,7 @@ extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
   - caas.backup.common.read
+  - caas.backup.common.locations
   - caas.backup.common.target
 attributes:
   check_mode:
@@ -91,6 +92,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+storage_url:
+  description: The storage location the sets were read from - O(storage_url), or the first of O(storage_fallback_urls)
+    that holds them when the ones before could not be reached or lack them.
+  returned: success
+  type: str
+  sample: s3://caas-backups-dr/prod
 source:
   description: Source name of the restored sets.
   returned: always
@@ -156,7 +163,7 @@ def meta_topics(module: BackupModule, storage, source: str) -> dict:
 
 
 def run(module: BackupModule) -> dict:
-    from ansible_collections.caas.backup.plugins.module_utils.catalog import parse_time
+    from ansible_collections.caas.backup.plugins.module_utils.catalog import check_stored, parse_time
     from ansible_collections.caas.backup.plugins.module_utils.kafka import messages
 
     p = module.params
@@ -166,8 +173,14 @@ def run(module: BackupModule) -> dict:
     if isinstance(p["target_time"], dict) or str(p["target_time"] or "").strip().startswith("{"):
         raise ConfigurationError("target_time must be an ISO 8601 UTC time for Kafka records")
     until_ms = int(parse_time(p["target_time"]).timestamp() * 1000) if p["target_time"] else None
-    storage = module.open_storage()
-    sets = messages.message_sets(storage, p["source_name"], module.trusted_signers())
+
+    def find(storage):
+        found = messages.message_sets(storage, p["source_name"], module.trusted_signers())
+        for bset in found:
+            check_stored(bset, storage.url)
+        return found
+
+    storage, sets = module.locate(find)
     source = sets[0].source
     plans = messages.plan_partitions(sets, p["topics"])
     missing = sorted(set(p["topics"]) - {t for t, _p in plans})

@@ -13,6 +13,7 @@ import datetime
 import importlib
 import json
 import re
+import socket
 import subprocess
 import sys
 import tarfile
@@ -22,6 +23,7 @@ import ansible_runner
 import pymongo
 import pytest
 import redis
+import services
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from calendars import UTC, rrule_next, systemd_next
@@ -372,12 +374,19 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
                 project_dir=str(REPO),
                 playbook=template["playbook"],
                 inventory=str(inventory),
-                extravars=extra_vars,
+                extravars={**extra_vars, "awx_user_name": "alice"},  # AWX adds who launched the job
                 envvars=env,
                 quiet=True,
             )
             return run.status, run.rc, run.stdout.read()
 
+        scratch_redis = start("redis", "scratch-cache")
+        scratch = {
+            "config": str(tmp_path / "scratch-config"),
+            "mongodb": mongo_server("scratch-db").url,
+            "redis": {"url": scratch_redis.url, "start_command": services.redis_start_command(scratch_redis)},
+            "kafka": [start("kafka", "scratch-broker").url],
+        }
         storage = s3_storage(svc, s3_url)
         failed = {}
         produced = {
@@ -391,7 +400,12 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
         for n, job in enumerate(jobs):
             orders.insert_one({"_id": 100 + n})  # the site goes on: each oplog slice has writes to capture
             template = templates[f"caas.backup {job['name']}"]
-            status, rc, out = launch(template, template["extra_vars"])
+            extra = dict(template["extra_vars"])
+            if job["name"] == "monitoring":  # not into this machine's node_exporter directory
+                extra["backup_monitoring_metrics_path"] = str(tmp_path / "caas_backup.prom")
+            if job["name"] == "drill":  # the scratch targets, as the admin sets them on the template or inventory
+                extra["dr_site_targets"] = scratch
+            status, rc, out = launch(template, extra)
             if status != "successful" or rc != 0:
                 failed[job["name"]] = out[-3000:]
                 continue
@@ -400,8 +414,16 @@ def test_every_job_template_runs_through_ansible_runner(svc, s3_url, age_key, mo
                 failed[job["name"]] = f"no {produced[job['name']]} set after it: {sorted(kinds)}"
             if job["name"] == "verify" and "verified at level restore" not in out:
                 failed["verify"] = out[-3000:]
+            if job["name"] == "monitoring" and "caas_backup_info_timestamp_seconds" not in (
+                (tmp_path / "caas_backup.prom").read_text() if (tmp_path / "caas_backup.prom").exists() else ""
+            ):
+                failed["monitoring"] = "no metrics written"
             if job["name"] == "drill" and not any(o.key.endswith("/report.json") for o in storage.list("drills/")):
                 failed["drill"] = "no drills/<time>/report.json evidence"
+
+        # Every audit record of those jobs names the AWX user who launched them, and this controller.
+        records = [json.loads(storage.get_bytes(o.key)) for o in storage.list("audit/")]
+        assert records and {(r["user"], r["host"]) for r in records} == {("alice", socket.gethostname())}
 
         # The DR template with its survey answered: a wrong confirmation stops it before anything is touched.
         dr = next(t for t in templates.values() if t["playbook"] == "playbooks/dr.yml")

@@ -166,10 +166,10 @@ def test_a_rekey_killed_midway_leaves_sets_readable_and_a_rerun_rotates_every_ke
     old = dict(storage_url=file_url, encryption_recipients=[age_key["recipient"]])
     assert run_module("config_backup", dict(old, root=str(root), paths=["app.env"]), env)["rc"] == 0
     storage = open_storage(file_url)
-    for _ in range(2):
+    for _copy in range(2):
         writer = SetWriter(storage, "redis-rdb", "big", WriteOptions("none", recipients=(age_key["recipient"],)))
         with writer.object("dump.rdb") as out:
-            for _ in range(12):
+            for _mib in range(12):
                 out.write(os.urandom(1 << 20))
         writer.commit({})
     asked = dict(old, requested_by="dpo", reason="ticket 7", redis=["user:7:*"])

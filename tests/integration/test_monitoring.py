@@ -117,7 +117,10 @@ def test_prometheus_pages_for_each_failure_and_not_for_a_healthy_catalog(monitor
     assert exported["rc"] == 0 and exported["alerts"] == [], exported
     assert exported["attempts"][0]["succeeded"] == 1 and exported["attempts"][0]["consecutive_failures"] == 0
     query = f"{monitoring['prometheus']}/api/v1/query?query=caas_backup_info_timestamp_seconds"
-    jobs = lambda: sorted(r["metric"]["job"] for r in get_json(query)["data"]["result"])  # noqa: E731
+
+    def jobs():
+        return sorted(r["metric"]["job"] for r in get_json(query)["data"]["result"])
+
     wait_for("both exports scraped", lambda: jobs() == ["caas_backup", "node"])
     time.sleep(5)  # several evaluations with for: 1s: anything that would fire has
     assert firing(monitoring["prometheus"]) == []
@@ -128,7 +131,7 @@ def test_prometheus_pages_for_each_failure_and_not_for_a_healthy_catalog(monitor
     config_set(storage, "stale", now - datetime.timedelta(days=2))
     damaged = broken / config_set(storage, "damaged", now)
     damaged.write_bytes(b"y" * 100)  # same size, other bytes: the sha256 check fails
-    for _ in range(2):
+    for _attempt in range(2):
         failed = run_module(
             "config_backup",
             {"storage_url": f"file://{broken}", "paths": [str(etc / "gone")], "source_name": "app"},

@@ -645,7 +645,7 @@ def up(
     names = list(SERVICES if only is None else only)
     if set(names) - set(SERVICES) - set(MONITORING):
         raise ServiceError(f"unknown service in {names}; known: {', '.join(SERVICES + MONITORING)}")
-    names.sort(key=lambda n: (SERVICES + MONITORING).index(n))  # Prometheus after what it scrapes
+    names.sort(key=(SERVICES + MONITORING).index)  # Prometheus after what it scrapes
     with _locked(state_dir) as state:
         for name in names:
             opts = {"auth": mongo_auth, "tls": mongo_tls} if name == "mongo" else _monitoring_opts(name, state)

@@ -15,7 +15,9 @@ RUNBOOK = "https://github.com/caas-backup/caas.backup/blob/main/docs/monitoring.
 
 
 def promtool(*args):
-    return subprocess.run([services.binary("promtool"), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [services.binary("promtool"), *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def alert_rules():
