@@ -331,15 +331,19 @@ def _timestamp(text: str | None) -> float | None:
         return None
 
 
-def render_metrics(summary: dict, now: datetime.datetime) -> str:
+def render_metrics(summary: dict, now: datetime.datetime, location: str | None = None) -> str:
     """Prometheus text exposition format (0.0.4), one family per fact, for node_exporter's textfile collector
-    or a Pushgateway. Times are Unix seconds; 0/1 families are 1 for success (or for an anomaly)."""
+    or a Pushgateway. Times are Unix seconds; 0/1 families are 1 for success (or for an anomaly).
+
+    ``location`` (a storage URL) labels every sample, so the catalogs of several locations (a primary and its
+    copies) are series of their own side by side."""
     lines = []
+    where = {"location": location} if location else {}
 
     def metric(name: str, help_text: str, samples: list[tuple[dict, float | None]]) -> None:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} gauge")
-        lines.extend(f"{name}{_labels(**labels)} {value}" for labels, value in samples if value is not None)
+        lines.extend(f"{name}{_labels(**where, **labels)} {value}" for labels, value in samples if value is not None)
 
     per_set = [({"kind": e["kind"], "source": e["source"]}, e) for e in summary["latest"]]
     metric(

@@ -105,6 +105,12 @@ options:
       - Write Prometheus text-format metrics to this file (atomically, mode 0644), e.g. for node_exporter's
         textfile collector. Its directory must exist.
     type: path
+  label_location:
+    description:
+      - Label every metric with C(location), the storage URL - for several locations (a primary and its copies
+        made by M(caas.backup.backup_copy)) monitored side by side, each to a file or Pushgateway group of its own.
+    type: bool
+    default: false
   html_path:
     description:
       - Write the catalog as a static HTML status page to this file (atomically, mode 0644) - per kind and source
@@ -316,7 +322,7 @@ def run(module: BackupModule) -> dict:
         result["audit"] = read_records(storage, parse_time(p["audit_since"]), until)
     if module.check_mode:
         return result
-    text = render_metrics(result, now)
+    text = render_metrics(result, now, storage.url if p["label_location"] else None)
     if p["metrics_path"]:
         write_atomically(p["metrics_path"], text)
         result["metrics_path"] = p["metrics_path"]
@@ -343,6 +349,7 @@ def main() -> None:
             list_sets=dict(type="bool", default=False),
             incomplete_grace_hours=dict(type="int", default=24),
             metrics_path=dict(type="path"),
+            label_location=dict(type="bool", default=False),
             html_path=dict(type="path"),
             audit_window_days=dict(type="int", default=7),
             audit_since=dict(type="str"),

@@ -82,6 +82,18 @@ def test_copies_survive_the_primary_bucket_and_a_corrupted_object_is_never_copie
         assert [info.key for info in storage.list(f"{bad_prefix}/")] == [], f"{url} holds part of the bad set"
         for key in ledger:
             assert storage.get_bytes(key) == source.get_bytes(key), f"the erasure ledger's {key} is not in {url}"
+    # Monitoring shows each location's freshness: one metrics file per location, each series labelled with it.
+    metrics = tmp_path / "metrics" / "caas_backup.prom"
+    watched = run_playbook(PLAYBOOKS / "monitoring.yml", {**extra, "backup_monitoring_metrics_path": str(metrics)}, env)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    for path, url in (
+        (metrics, primary),
+        (metrics.with_name("caas_backup-2.prom"), second),
+        (metrics.with_name("caas_backup-3.prom"), third),
+    ):
+        fresh = f'caas_backup_last_success_timestamp_seconds{{location="{url}",kind="config",source="{config.source}"}}'
+        assert fresh in path.read_text(), f"{path} has no freshness of {url}"
+
     again = run_module(
         "backup_copy",
         {"storage_url": primary, "dest_storage_url": second, "kinds": ["config"]},

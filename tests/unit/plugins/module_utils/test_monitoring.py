@@ -95,6 +95,9 @@ def test_metrics_text_format():
     assert 'caas_backup_alerts{severity="critical"} 1' in text
     assert "# TYPE caas_backup_sets gauge" in text
     assert text.endswith("\n")
+    located = render_metrics(summary, NOW, "s3://copy/prod")
+    assert 'caas_backup_last_size_bytes{location="s3://copy/prod",kind="config",source="app"} 42' in located
+    assert 'caas_backup_alerts{location="s3://copy/prod",severity="critical"} 1' in located
 
 
 def steady_state(now, weeks=5):

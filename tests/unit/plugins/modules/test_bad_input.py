@@ -169,6 +169,7 @@ BAD: dict[str, st.SearchStrategy] = {
             "ledger",
             "restore_groups",
             "create_topics",
+            "label_location",
         )
     },
     **{name: choices for name in ("compression", "mode", "method", "level", "offsets", "replay_method")},
