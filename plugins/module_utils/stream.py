@@ -428,6 +428,17 @@ class ObjectReader(io.RawIOBase):
         super().close()
 
 
+def read_up_to(reader, n: int) -> bytes:
+    """``n`` bytes from ``reader``, fewer only at its end (a stream's ``read`` may return less than asked)."""
+    out = b""
+    while len(out) < n:
+        chunk = reader.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def copy_hashed(
     src: BinaryIO, dst, expected_sha256: str | None = None, expected_size: int | None = None, name: str = "object"
 ) -> tuple[int, str]:

@@ -201,8 +201,8 @@ def main() -> None:
         ),
         writes=True,
         supports_check_mode=True,
+        audit_action="write",
     )
-    module.audit_action = "write"
     module.run(run, "capture Kafka messages")
 
 

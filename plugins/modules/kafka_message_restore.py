@@ -234,8 +234,8 @@ def main() -> None:
         reads=True,
         targets=True,
         supports_check_mode=True,
+        audit_action="restore",
     )
-    module.audit_action = "restore"
     module.run(run, "restore Kafka messages")
 
 

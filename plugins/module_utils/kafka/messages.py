@@ -49,6 +49,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     selected,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import offset_for_time, refuse_active
+from ansible_collections.caas.backup.plugins.module_utils.stream import read_up_to
 
 try:
     from kafka import KafkaProducer
@@ -426,27 +427,17 @@ def read_batches(reader, name: str) -> Iterator[Batch]:
     """The record batches of a stored segment, read one at a time (memory: one batch)."""
     offset = 0
     while True:
-        head = _read(reader, 12)
+        head = read_up_to(reader, 12)
         if not head:
             return
         if len(head) < 12:
             raise IntegrityError(f"{name} ends inside a record batch header at byte {offset}")
         length = struct.unpack_from(">i", head, 8)[0]
-        body = _read(reader, max(length, 0))
+        body = read_up_to(reader, max(length, 0))
         if length < _HEADER.size - 12 or len(body) != length:
             raise IntegrityError(f"{name} has a truncated or malformed record batch at byte {offset}")
         offset += 12 + length
         yield from split_batches(head + body, name, partial_ok=False)
-
-
-def _read(reader, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = reader.read(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def check_segment(reader, name: str, facts: dict) -> None:

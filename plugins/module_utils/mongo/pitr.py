@@ -49,6 +49,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import (
     ts_from_fact,
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import apply_entries
+from ansible_collections.caas.backup.plugins.module_utils.stream import read_up_to
 
 try:
     import bson
@@ -425,7 +426,7 @@ def iter_bson(reader, name: str) -> Iterator[bytes]:
     """The BSON documents of a stream of concatenated documents; bad framing raises IntegrityError."""
     offset = 0
     while True:
-        head = _read(reader, 4)
+        head = read_up_to(reader, 4)
         if not head:
             return
         if len(head) < 4:
@@ -433,21 +434,11 @@ def iter_bson(reader, name: str) -> Iterator[bytes]:
         size = _LEN.unpack(head)[0]
         if size < 5 or size > MAX_DOC:
             raise IntegrityError(f"{name} has an invalid BSON document length {size} at byte {offset}")
-        body = _read(reader, size - 4)
+        body = read_up_to(reader, size - 4)
         if len(body) != size - 4 or body[-1:] != b"\x00":
             raise IntegrityError(f"{name} has a truncated or malformed BSON document at byte {offset}")
         offset += size
         yield head + body
-
-
-def _read(reader, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = reader.read(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def check_slice(reader, name: str, facts: dict) -> dict:
