@@ -14,6 +14,10 @@ description:
   - Every record gets the header C(caas.origin.offset) (its offset on the source). A rerun reads the target
     partition's last record and goes on after its origin offset, so a restore interrupted at any point and run
     again produces no duplicates and no gaps.
+  - Records go as batches of about O(batch_bytes), one at a time, each acknowledged by every in-sync replica
+    before the next is sent, so a failure leaves the target holding a prefix of the records, never a gap. After
+    a retriable error (a leader that moved, a timeout, a lost connection) the target is read again and the
+    restore goes on after its last record, so a batch appended whose answer was lost is not sent twice.
   - B(Everything is verified before the first record is produced) - each segment's size and sha256, the record
     batches' framing and CRCs, their offsets and counts against the manifest.
   - Missing topics are created first, from the newest C(kafka-meta) set of the same source (partitions, replication
@@ -59,6 +63,15 @@ options:
     description:
       - Directory for the verified local copies of the segments (the temporary directory by default).
     type: path
+  batch_bytes:
+    description:
+      - Size in bytes the restored records are grouped into batches of (a record larger than it goes alone).
+        Keep it below the target topics' C(max.message.bytes) (1 MiB by default in Kafka); at most 1 GiB.
+    type: int
+    default: 524288
+requirements:
+  - anycrc (the batches' CRC-32C)
+  - lz4, python-snappy (only for batches their producers compressed with lz4 or snappy)
 extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
@@ -170,6 +183,8 @@ def run(module: BackupModule) -> dict:
     started = time.monotonic()
     for name in [*p["topics"], *p["rename"], *p["rename"].values()]:
         check_topic_name(name)
+    if not 1 <= p["batch_bytes"] <= 2**30:
+        raise ConfigurationError(f"batch_bytes must be between 1 and 1073741824 (1 GiB), not {p['batch_bytes']}")
     if isinstance(p["target_time"], dict) or str(p["target_time"] or "").strip().startswith("{"):
         raise ConfigurationError("target_time must be an ISO 8601 UTC time for Kafka records")
     until_ms = int(parse_time(p["target_time"]).timestamp() * 1000) if p["target_time"] else None
@@ -204,6 +219,7 @@ def run(module: BackupModule) -> dict:
         p["create_topics"],
         module.check_mode,
         lambda: meta_topics(module, storage, source),
+        p["batch_bytes"],
     )
     with (
         messages.verified_segments(storage, plans, module.identities(), p["spool_dir"]) as copies,
@@ -230,7 +246,9 @@ def main() -> None:
             groups=dict(type="list", elements="str", default=[]),
             create_topics=dict(type="bool", default=True),
             spool_dir=dict(type="path"),
+            batch_bytes=dict(type="int", default=524288),
         ),
+        libraries=("anycrc",),
         reads=True,
         targets=True,
         supports_check_mode=True,

@@ -190,7 +190,13 @@ def test_point_in_time_restore_stops_at_the_target_and_a_killed_restore_resumes_
     for part in range(PARTITIONS):
         assert [r[1:3] for r in got[part]] == [(k, v) for k, v, _h, ts in sent[part] if ts <= BASE_TS + 6000]
 
-    module_args = json.dumps({"ANSIBLE_MODULE_ARGS": restore})
+    # One record per batch (batch_bytes 1): the kill lands between two of the restore's 2399 requests.
+    module_args = json.dumps({"ANSIBLE_MODULE_ARGS": dict(restore, batch_bytes=1)})
+    watch = KafkaConsumer(bootstrap_servers=target, enable_auto_commit=False)
+    watch.assign([TopicPartition("events-dr", p) for p in range(PARTITIONS)])
+    watch.seek_to_beginning()
+    seen = sum(len(batch) for batch in watch.poll(timeout_ms=3000, max_records=5000).values())
+    assert seen == 601
     proc = subprocess.Popen(
         [sys.executable, "-m", "ansible_collections.caas.backup.plugins.modules.kafka_message_restore"],
         stdin=subprocess.PIPE,
@@ -202,11 +208,13 @@ def test_point_in_time_restore_stops_at_the_target_and_a_killed_restore_resumes_
     proc.stdin.write(module_args)
     proc.stdin.close()
     deadline = time.monotonic() + 120  # a failsafe, not a timing assertion
-    while sum(len(p) for p in read_all(target, "events-dr").values()) <= 1200 and time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
+    while seen <= 1200 and proc.poll() is None and time.monotonic() < deadline:
+        seen += sum(len(batch) for batch in watch.poll(timeout_ms=20).values())
     proc.kill()
     proc.wait()
+    watch.close()
+    killed_at = sum(len(p) for p in read_all(target, "events-dr").values())
+    assert 1200 < killed_at < 3000, f"the restore was not killed midway ({killed_at} of 3000 records restored)"
     again = run_module("kafka_message_restore", restore, env)
     assert again["rc"] == 0, again
     got = read_all(target, "events-dr")
@@ -304,3 +312,64 @@ def test_aborted_transactions_are_left_out_and_group_offsets_move_onto_the_resto
     moved = done["groups"]["auditor"]["ledger-0"]
     assert moved == {"source": after[1], "target": 7} and after[1] > 7  # after-1 is the 8th restored record
     assert commit(target, "auditor", {}) == {("ledger", 0): 7}
+
+
+def test_a_lost_produce_answer_is_retried_by_reading_the_target_and_a_lasting_error_leaves_a_prefix(
+    file_url, broker, monkeypatch
+):
+    """Fault injection on a real broker: it appends a batch and its answer is lost (a retriable error raised after
+    the append). The restore reads the target again and goes on after its last record: every record once, in
+    order. An error that stays fails naming it; the target then holds a prefix of the records, never a gap."""
+    from ansible_collections.caas.backup.plugins.module_utils.common import SourceError
+    from ansible_collections.caas.backup.plugins.module_utils.kafka import messages
+    from ansible_collections.caas.backup.plugins.module_utils.kafka.client import Cluster, RetriableError
+    from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
+    from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
+
+    url = broker().url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"events": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    sent = produce(url, "events", 0, 600)
+    storage = open_storage(file_url)
+    with Cluster({"bootstrap_servers": [url]}) as cluster:
+        messages.capture(cluster, storage, "events", WriteOptions("zstd"), [], messages.CaptureOptions())
+    plans = messages.plan_partitions(messages.message_sets(storage, "events"), [])
+    spec = messages.RestoreSpec(plans, {}, {}, None, [], True, False, dict, batch_bytes=1000)
+
+    class LosesAnswers(Cluster):
+        """The real cluster; the answers of the produce calls numbered in ``lose`` are lost after the append."""
+
+        def __init__(self, params, lose):
+            super().__init__(params)
+            self.calls, self.lose = 0, lose
+
+        def produce(self, *args, **kwargs):
+            base = super().produce(*args, **kwargs)
+            self.calls += 1
+            if self.calls in self.lose:
+                raise RetriableError(f"cannot produce: answer {self.calls} lost (injected)")
+            return base
+
+    target = broker().url
+    monkeypatch.setattr(messages, "PRODUCE_ATTEMPTS", 3)
+    with (
+        messages.verified_segments(storage, plans, []) as copies,
+        LosesAnswers({"bootstrap_servers": [target]}, {2, 7, 8}) as cluster,
+    ):
+        done = messages.restore(cluster, copies, spec, lambda _msg: None)
+    assert cluster.calls > 8 and done["records"] < 600  # the lost batches' records are not counted as produced
+    got = read_all(target, "events")
+    for part in range(PARTITIONS):
+        assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(200)), f"partition {part}"
+        assert [(k, v, ts) for _o, k, v, _hs, ts in got[part]] == [(k, v, ts) for k, v, _h, ts in sent[part]]
+
+    lasting = broker().url
+    with (
+        messages.verified_segments(storage, plans, []) as copies,
+        LosesAnswers({"bootstrap_servers": [lasting]}, set(range(3, 100))) as cluster,
+        pytest.raises(SourceError, match=r"answer 5 lost \(injected\) \(3 attempts; run the restore again"),
+    ):
+        messages.restore(cluster, copies, spec, lambda _msg: None)
+    got = read_all(lasting, "events")
+    assert [origin(hs) for _o, _k, _v, hs, _ts in got[0]] == list(range(len(got[0]))) and len(got[0]) > 0

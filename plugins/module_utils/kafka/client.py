@@ -48,6 +48,7 @@ try:
         )
         from kafka.protocol.admin import DescribeGroupsRequest
         from kafka.protocol.consumer import FetchRequest
+        from kafka.protocol.producer import ProduceRequest
         from kafka.structs import OffsetAndMetadata
     KAFKA_IMPORT_ERROR = None
 except ImportError:  # reported by the modules with missing_required_lib
@@ -56,6 +57,11 @@ except ImportError:  # reported by the modules with missing_required_lib
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 READ_COMMITTED = 1
 FETCH_VERSION = 11  # log start offset (v5), aborted transactions (v4); Tansu answers up to 11
+PRODUCE_VERSION = 9  # as kafka-python's own producer
+
+
+class RetriableError(SourceError):
+    """A Kafka error a later attempt may get past: a leader that moved, a timeout, a lost connection."""
 
 
 @dataclass
@@ -414,6 +420,43 @@ class Cluster:
                     bytes(data.records or b""),
                 )
         return found
+
+    def produce(self, leader: int, topic: str, partition: int, batch: bytes, timeout_ms: int = 30000) -> int:
+        """Append one record batch to a partition, acknowledged by every in-sync replica; its base offset.
+
+        Raises :class:`RetriableError` when the broker (or the connection)
+        says a later attempt may succeed, :class:`SourceError` otherwise.
+        """
+        part = ProduceRequest.TopicProduceData.PartitionProduceData(index=partition, records=batch)
+        request = ProduceRequest(
+            transactional_id=None,
+            acks=-1,
+            timeout_ms=timeout_ms,
+            topic_data=[ProduceRequest.TopicProduceData(name=topic, partition_data=[part])],
+            max_version=PRODUCE_VERSION,
+        )
+        admin = self.admin
+
+        async def send():
+            return await admin._manager.send(request, node_id=leader)
+
+        action = f"produce to {topic}-{partition}"
+        try:
+            response = admin._manager.run(send)
+        except OSError as exc:
+            raise RetriableError(str(translate_error(exc, action))) from None
+        except Exception as exc:
+            if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
+                raise (RetriableError if exc.retriable else SourceError)(str(translate_error(exc, action))) from None
+            raise
+        [answer] = [p for t in response.responses for p in t.partition_responses if p.index == partition]
+        if answer.error_code:
+            error = kafka_errors.for_code(answer.error_code)
+            message = f"cannot {action}: the broker answered {error.__name__}"
+            if getattr(answer, "error_message", None):
+                message += f" ({answer.error_message})"
+            raise (RetriableError if error.retriable else SourceError)(message)
+        return answer.base_offset
 
     def supports(self, request_class) -> bool:
         """Whether the brokers answer this request type at all."""

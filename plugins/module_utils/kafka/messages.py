@@ -45,17 +45,26 @@ from ansible_collections.caas.backup.plugins.module_utils.common import (
 from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     Cluster,
     Fetched,
-    kafka_errors_as,
+    RetriableError,
     selected,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import offset_for_time, refuse_active
 from ansible_collections.caas.backup.plugins.module_utils.stream import read_up_to
 
 try:
-    from kafka import KafkaProducer
+    from kafka import codec as codecs
     from kafka.record.default_records import DefaultRecordBatch
+
+    _DECODERS = {1: codecs.gzip_decode, 2: codecs.snappy_decode, 3: codecs.lz4_decode, 4: codecs.zstd_decode}
 except ImportError:  # reported by the modules (kafka.client.kafka_module)
     pass
+
+try:
+    import anycrc
+
+    _CRC32C = anycrc.Model("CRC32-ISCSI")  # Kafka's batch CRC (Castagnoli), in C
+except ImportError:  # checked by BackupModule (libraries)
+    _CRC32C = None
 
 KIND = "kafka-messages"
 STREAM = "kafka-messages"  # the capture lock's name
@@ -65,8 +74,15 @@ OFFSET_OUT_OF_RANGE = 1
 # baseOffset, batchLength, partitionLeaderEpoch, magic, crc, attributes, lastOffsetDelta,
 # firstTimestamp, maxTimestamp, producerId, producerEpoch, baseSequence, recordCount
 _HEADER = struct.Struct(">qiibIhiqqqhii")
-_TRANSACTIONAL, _CONTROL = 0x10, 0x20
+_CODEC, _LOG_APPEND_TIME, _TRANSACTIONAL, _CONTROL = 0x07, 0x08, 0x10, 0x20
 _ABORT = 0
+_CODECS = {1: ("gzip", ""), 2: ("snappy", "python-snappy"), 3: ("lz4", "lz4"), 4: ("zstd", "zstandard")}
+_CRC_FROM = 21  # a batch's CRC covers its bytes from the attributes on
+# A restored batch's header after the CRC: attributes, lastOffsetDelta, firstTimestamp, maxTimestamp,
+# producerId, producerEpoch, baseSequence, recordCount (no producer id: the broker appends it as it comes).
+_RESTORED = struct.Struct(">hiqqqhii")
+PRODUCE_BYTES = 512 * 1024  # a restored batch's records by default (below Kafka's default max.message.bytes of 1 MiB)
+PRODUCE_ATTEMPTS = 5
 
 
 # ---------------------------------------------------------------- record batches (pure)
@@ -153,6 +169,120 @@ def committed(batches: Iterator[Batch], aborted: list[tuple[int, int]]) -> Itera
 def segment_stem(topic: str, partition: int, first_offset: int) -> str:
     """A segment's object stem: ``<topic>-<partition>-<base offset, 20 digits>.log`` (Kafka's own file name)."""
     return f"{topic}-{partition}-{first_offset:020d}.log"
+
+
+def crc_ok(batch: Batch) -> bool:
+    """Whether a batch's CRC-32C (over its bytes from the attributes on) matches the one it carries."""
+    return _CRC32C.calc(batch.data[_CRC_FROM:]) == struct.unpack_from(">I", batch.data, 17)[0]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The zigzag varint at ``pos`` and the position after it."""
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+
+
+def _zigzag(value: int) -> bytes:
+    """``value`` as a zigzag varint (Kafka's record fields)."""
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decoder(batch: Batch) -> Callable[[bytes], bytes]:
+    """The decompressor of a batch's records; ConfigurationError when its library is missing."""
+    codec = batch.attributes & _CODEC
+    if codec not in _DECODERS:
+        raise IntegrityError(f"the record batch at offset {batch.base_offset} has an unknown compression type {codec}")
+    name, library = _CODECS[codec]
+    if library and not getattr(codecs, f"has_{name}")():
+        raise ConfigurationError(
+            f"the record batch at offset {batch.base_offset} is {name}-compressed: install the Python library {library}"
+        )
+    return _DECODERS[codec]
+
+
+def batch_records(batch: Batch) -> Iterator[tuple[int, int, bytes, int, bytes]]:
+    """A batch's records as ``(offset, timestamp, key and value bytes, header count, header bytes)``.
+
+    The key, value and headers stay the stored bytes (varint lengths
+    included): a restore re-frames records without decoding them.
+    """
+    records = bytes(batch.data[_HEADER.size :])
+    buf = decoder(batch)(records) if batch.attributes & _CODEC else records
+    append_time = batch.max_timestamp if batch.attributes & _LOG_APPEND_TIME else None
+    pos = 0
+    for _index in range(batch.count):
+        length, pos = _varint(buf, pos)
+        end = pos + length
+        timestamp_delta, cursor = _varint(buf, pos + 1)  # after the (unused) record attributes
+        offset_delta, start = _varint(buf, cursor)
+        key_length, cursor = _varint(buf, start)
+        value_length, cursor = _varint(buf, cursor + max(key_length, 0))
+        cursor += max(value_length, 0)
+        headers, after = _varint(buf, cursor)
+        timestamp = append_time if append_time is not None else batch.first_timestamp + timestamp_delta
+        yield batch.base_offset + offset_delta, timestamp, buf[start:cursor], headers, buf[after:end]
+        pos = end
+    if pos != len(buf):
+        raise IntegrityError(
+            f"the record batch at offset {batch.base_offset} holds bytes after its {batch.count} records"
+        )
+
+
+def build_batch(records: list[bytes], first_timestamp: int, max_timestamp: int) -> bytes:
+    """A record batch (magic v2, uncompressed, CreateTime, no producer id) of framed ``records``."""
+    tail = _RESTORED.pack(0, len(records) - 1, first_timestamp, max_timestamp, -1, -1, -1, len(records))
+    tail += b"".join(records)
+    return struct.pack(">qiibI", 0, len(tail) + 9, -1, 2, _CRC32C.calc(tail)) + tail
+
+
+_ORIGIN_KEY = _zigzag(len(ORIGIN_HEADER)) + ORIGIN_HEADER.encode()
+
+
+def restored_batches(records: Iterator[tuple], max_bytes: int = PRODUCE_BYTES) -> Iterator[tuple[bytes, int, int, int]]:
+    """``(batch, records, first origin, last origin)``: the records re-framed into batches of about ``max_bytes``.
+
+    Each record keeps its key, value, headers and timestamp, and gains the
+    header :data:`ORIGIN_HEADER` (its source offset, in decimal).
+    """
+    framed: list[bytes] = []
+    size = first_ts = max_ts = first = last = 0
+    for offset, timestamp, key_value, headers, header_bytes in records:
+        if framed and size >= max_bytes:
+            yield build_batch(framed, first_ts, max_ts), len(framed), first, last
+            framed, size = [], 0
+        if not framed:
+            first_ts = max_ts = timestamp
+            first = offset
+        origin = str(offset).encode()
+        body = b"".join(
+            (
+                b"\x00" + _zigzag(timestamp - first_ts) + _zigzag(len(framed)),
+                key_value,
+                _zigzag(headers + 1),
+                header_bytes,
+                _ORIGIN_KEY,
+                _zigzag(len(origin)),
+                origin,
+            )
+        )
+        framed.append(_zigzag(len(body)) + body)
+        size += len(body)
+        max_ts = max(max_ts, timestamp)
+        last = offset
+    if framed:
+        yield build_batch(framed, first_ts, max_ts), len(framed), first, last
 
 
 # ---------------------------------------------------------------- capture
@@ -445,8 +575,10 @@ def check_segment(reader, name: str, facts: dict) -> None:
     records = 0
     first = last = None
     for batch in read_batches(reader, name):
-        if not DefaultRecordBatch(bytes(batch.data)).validate_crc():
+        if not crc_ok(batch):
             raise IntegrityError(f"{name}: the record batch at offset {batch.base_offset} fails its CRC")
+        if batch.attributes & _CODEC:
+            decoder(batch)  # a codec this host cannot read fails here, before anything is produced
         first = batch.base_offset if first is None else first
         last = batch.last_offset
         records += batch.count
@@ -457,18 +589,10 @@ def check_segment(reader, name: str, facts: dict) -> None:
         )
 
 
-def records_of(reader, name: str) -> Iterator:
-    """The records of a segment, in offset order (kafka-python's decoded records)."""
-    for batch in read_batches(reader, name):
-        yield from DefaultRecordBatch(bytes(batch.data))
-
-
 def origin_of(record) -> int | None:
-    """The source offset a restored record carries in :data:`ORIGIN_HEADER`."""
-    for key, value in record.headers or ():
-        if key == ORIGIN_HEADER:
-            return int(value)
-    return None
+    """The source offset a restored record carries in its last :data:`ORIGIN_HEADER` (a restore appends it)."""
+    found = [value for key, value in record.headers or () if key == ORIGIN_HEADER]
+    return int(found[-1]) if found else None
 
 
 class Target:
@@ -479,7 +603,9 @@ class Target:
         self.leaders: dict[tuple[str, int], int] = {}
 
     def refresh(self, topics: list[str]) -> None:
-        self.leaders = self.cluster.leaders(sorted(topics)) if topics else {}
+        """Read (again) the leaders of the partitions of ``topics``."""
+        if topics:
+            self.leaders.update(self.cluster.leaders(sorted(topics)))
 
     def bounds(self, topic: str, part: int) -> tuple[int, int]:
         """``(log start, high watermark)``."""
@@ -525,69 +651,64 @@ class Target:
 
 
 def records_to_restore(copies: list, identities: list[str], after: int | None, until_ms: int | None) -> Iterator:
-    """A partition's records, in order, after origin offset ``after``, up to the first one after ``until_ms``.
+    """A partition's records (:func:`batch_records`), in order, after origin ``after``, up to ``until_ms``.
 
-    Segments of overlapping sets (a capture that started over) give each offset once.
+    The records stop at the first one stamped after ``until_ms``. Segments of
+    overlapping sets (a capture that started over) give each offset once.
     """
     for copy in copies:
         with copy.reader(identities) as reader:
-            for record in records_of(reader, copy.name):
-                if after is not None and record.offset <= after:
+            for batch in read_batches(reader, copy.name):
+                if after is not None and batch.last_offset <= after:
                     continue
-                if until_ms is not None and record.timestamp > until_ms:
-                    return
-                after = record.offset
-                yield record
+                for record in batch_records(batch):
+                    if after is not None and record[0] <= after:
+                        continue
+                    if until_ms is not None and record[1] > until_ms:
+                        return
+                    after = record[0]
+                    yield record
 
 
 def produce(
-    cluster: Cluster, copies: list, identities: list[str], target_topic: str, part: int, after: int | None, until_ms
+    target: Target, copies: list, identities: list[str], where: tuple[str, int], after, until_ms, batch_bytes: int
 ) -> dict:
     """Produce one partition's records after origin ``after`` (and at or before ``until_ms``), in order.
 
-    One request in flight per connection keeps the order through retries; the
-    first failed send stops the loop (a rerun resumes after the last record the
-    target holds). Returns ``{produced, source_first, source_last, target_first, target_last}``.
+    The records go as batches of about ``batch_bytes`` (:func:`restored_batches`),
+    one at a time, each acknowledged by every in-sync replica before the next
+    is sent: a failure leaves the target holding a prefix of the records, never
+    a gap. After a retriable error (a leader that moved, a timeout, a lost
+    connection) the target is read again and the restore goes on after its
+    last record, so a batch the broker appended but whose answer was lost is
+    not sent twice; :data:`PRODUCE_ATTEMPTS` failures in a row stop it.
+    Returns ``{produced, source_first, source_last, target_first, target_last}``
+    (``produced``: the records the broker acknowledged).
     """
-    failures: list[Exception] = []
+    topic, part = where
     done = {"produced": 0, "source_first": None, "source_last": None, "target_first": None, "target_last": None}
-    first_future = last_future = None
-    with kafka_errors_as(f"produce to {target_topic}-{part}"):
-        producer = KafkaProducer(
-            **cluster.config, acks="all", max_in_flight_requests_per_connection=1, linger_ms=5, retries=5
-        )
+    attempt = 0
+    while True:
         try:
-            for record in records_to_restore(copies, identities, after, until_ms):
-                if failures:
-                    break
-                headers = [*(record.headers or ()), (ORIGIN_HEADER, str(record.offset).encode())]
-                future = producer.send(
-                    target_topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=headers,
-                    partition=part,
-                    timestamp_ms=record.timestamp,
-                )
-                future.add_errback(failures.append)
-                first_future = first_future or future
-                last_future = future
-                done["produced"] += 1
-                if done["source_first"] is None:
-                    done["source_first"] = record.offset
-                done["source_last"] = record.offset
-            producer.flush()
-        finally:
-            producer.close()
-    if failures:
-        raise SourceError(
-            f"cannot produce to {target_topic}-{part}: {type(failures[0]).__name__}: {failures[0]} "
-            "(run the restore again: it resumes after the last record the target holds)"
-        )
-    if first_future is not None:
-        done["target_first"] = first_future.get().offset
-        done["target_last"] = last_future.get().offset
-    return done
+            records = records_to_restore(copies, identities, after, until_ms)
+            for data, count, first, last in restored_batches(records, batch_bytes):
+                base = target.cluster.produce(target.leaders[where], topic, part, data)
+                done["produced"] += count
+                done["source_first"] = first if done["source_first"] is None else done["source_first"]
+                done["target_first"] = base if done["target_first"] is None else done["target_first"]
+                done["source_last"], done["target_last"], after = last, base + count - 1, last
+                attempt = 0  # attempts count the failures in a row
+            return done
+        except RetriableError as exc:
+            attempt += 1
+            if attempt == PRODUCE_ATTEMPTS:
+                raise SourceError(
+                    f"{exc} ({attempt} attempts; run the restore again: it resumes after the last record the "
+                    "target holds)"
+                ) from None
+            time.sleep(min(2**attempt, 10) * 0.25)
+            target.refresh([topic])
+            after = target.resume_after(topic, part)[0]
 
 
 def translate_groups(
@@ -631,6 +752,7 @@ class RestoreSpec:
     create_topics: bool
     check_mode: bool
     meta_topics: Callable[[], dict]  # the newest kafka-meta set's topics (read only when a topic is created)
+    batch_bytes: int = PRODUCE_BYTES
 
     def name(self, topic: str) -> str:
         return self.rename.get(topic, topic)
@@ -684,8 +806,9 @@ def restore(cluster: Cluster, copies: dict, spec: RestoreSpec, warn: Callable[[s
             pending = records_to_restore(copies.get((topic, part), []), spec.identities, after, spec.until_ms)
             entry["produced"] = sum(1 for _record in pending)
         else:
+            segments = copies.get((topic, part), [])
             entry.update(
-                produce(cluster, copies.get((topic, part), []), spec.identities, name, part, after, spec.until_ms)
+                produce(target, segments, spec.identities, (name, part), after, spec.until_ms, spec.batch_bytes)
             )
         records += entry["produced"]
         for hole in plan.holes:

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # kafka-python 3.0.12 uses an API deprecated in
     from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
-from ansible_collections.caas.backup.plugins.module_utils.common import IntegrityError, SourceError
+from ansible_collections.caas.backup.plugins.module_utils.common import ConfigurationError, IntegrityError, SourceError
 from ansible_collections.caas.backup.plugins.module_utils.kafka import messages
 from ansible_collections.caas.backup.plugins.module_utils.kafka.client import Fetched
 from ansible_collections.caas.backup.plugins.module_utils.monitoring import DEFAULT_MAX_AGE_HOURS, summarize
@@ -27,12 +27,14 @@ from ansible_collections.caas.backup.plugins.module_utils.storage import open_st
 from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
 
 
-def batch(base, count, producer_id=-1, transactional=False, control=None, ts=1000):
+def batch(base, count, producer_id=-1, transactional=False, control=None, ts=1000, codec=0, headers=()):
     """A stored record batch at ``base`` of ``count`` records (or one control record: 0 abort, 1 commit)."""
-    builder = DefaultRecordBatchBuilder(2, 0, transactional, producer_id, 0 if producer_id >= 0 else -1, 0, 1 << 20)
+    epoch = 0 if producer_id >= 0 else -1
+    builder = DefaultRecordBatchBuilder(2, codec, transactional, producer_id, epoch, 0, 1 << 20)
     if control is None:
         for i in range(count):
-            builder.append(i, ts + i, f"k{base + i}".encode(), None if i == 1 else f"v{base + i}".encode(), [])
+            value = None if i == 1 else f"v{base + i}".encode() * (40 if codec else 1)  # worth compressing
+            builder.append(i, ts + i, None if i == 2 else f"k{base + i}".encode(), value, list(headers))
     else:
         builder.append(0, ts, struct.pack(">hh", 0, control), struct.pack(">hi", 0, 0), [])
     data = bytearray(builder.build())
@@ -169,16 +171,14 @@ def test_check_segment_verifies_crcs_offsets_and_counts():
         messages.check_segment(io.BytesIO(data), "seg", dict(facts, records=6))
     with pytest.raises(IntegrityError, match="truncated"):
         messages.check_segment(io.BytesIO(data[:-4]), "seg", facts)
-    records = list(messages.records_of(io.BytesIO(data), "seg"))
-    assert [(r.offset, r.key, r.value) for r in records][:2] == [(0, b"k0", b"v0"), (1, b"k1", None)]
     assert DefaultRecordBatch(batch(3, 2)).validate_crc()
 
 
 def test_origin_header_and_segment_names():
     class Record:
-        headers = [("trace", b"x"), (messages.ORIGIN_HEADER, b"42")]
+        headers = [(messages.ORIGIN_HEADER, b"7"), ("trace", b"x"), (messages.ORIGIN_HEADER, b"42")]
 
-    assert messages.origin_of(Record()) == 42
+    assert messages.origin_of(Record()) == 42  # a restore of restored records: the last header is the restore's
     assert messages.segment_stem("orders", 2, 1500) == "orders-2-00000000000000001500.log"
 
 
@@ -216,7 +216,66 @@ class Copy:
 
 def test_records_to_restore_give_each_offset_once_and_stop_at_the_target_time():
     overlapping = [Copy(batch(0, 4, ts=100)), Copy(batch(0, 4, ts=100) + batch(4, 3, ts=104))]  # a capture started over
-    offsets = [r.offset for r in messages.records_to_restore(overlapping, [], None, None)]
+    offsets = [r[0] for r in messages.records_to_restore(overlapping, [], None, None)]
     assert offsets == list(range(7))
-    assert [r.offset for r in messages.records_to_restore(overlapping, [], 2, None)] == [3, 4, 5, 6]
-    assert [r.offset for r in messages.records_to_restore(overlapping, [], None, 104)] == [0, 1, 2, 3, 4]
+    assert [r[0] for r in messages.records_to_restore(overlapping, [], 2, None)] == [3, 4, 5, 6]
+    assert [r[0] for r in messages.records_to_restore(overlapping, [], None, 104)] == [0, 1, 2, 3, 4]
+
+
+def decoded(data):
+    """(offset, timestamp, key, value, headers) of every record of a batch, as kafka-python's consumer reads them."""
+    records = DefaultRecordBatch(data)
+    return [(r.offset, r.timestamp, r.key, r.value, list(r.headers)) for r in records]
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4], ids=["none", "gzip", "snappy", "lz4", "zstd"])
+def test_restored_batches_keep_every_record_and_add_its_origin_offset(codec):
+    """Records of stored batches (any codec) re-framed into new batches: as kafka-python decodes them."""
+    stored = [batch(10, 4, codec=codec, headers=[("trace", b"t1")]), batch(14, 3, codec=codec, ts=900)]
+    heads = [next(messages.split_batches(b)) for b in stored]
+    assert [h.attributes & 7 for h in heads] == [codec, codec]
+    records = [r for h in heads for r in messages.batch_records(h)]
+    [(data, count, first, last)] = list(messages.restored_batches(iter(records)))
+    assert (count, first, last) == (7, 10, 16)
+    assert DefaultRecordBatch(data).validate_crc() and messages.crc_ok(next(messages.split_batches(data)))
+    head = next(messages.split_batches(data))
+    assert (head.producer_id, head.attributes, head.first_timestamp, head.max_timestamp) == (-1, 0, 1000, 1003)
+    want = []
+    for original in stored:
+        for offset, timestamp, key, value, headers in decoded(original):
+            want.append((offset - 10, timestamp, key, value, [*headers, (messages.ORIGIN_HEADER, b"%d" % offset)]))
+    assert decoded(data) == want  # the timestamps go back (900 after 1003): a negative delta
+    assert want[1][3] is None and want[2][2] is None  # a tombstone and a null key kept
+
+
+def test_restored_batches_split_at_the_size_and_a_log_append_time_batch_keeps_its_time():
+    appended = bytearray(batch(0, 5))
+    struct.pack_into(">h", appended, 21, 0x08)  # LogAppendTime: every record has the batch's max timestamp
+    struct.pack_into(">q", appended, 35, 5000)
+    struct.pack_into(">I", appended, 17, crc32c(memoryview(appended)[21:]))
+    records = list(messages.batch_records(next(messages.split_batches(bytes(appended)))))
+    assert [r[1] for r in records] == [5000] * 5
+    parts = list(messages.restored_batches(iter(records * 1), max_bytes=40))
+    assert [(count, first, last) for _d, count, first, last in parts] == [(2, 0, 1), (2, 2, 3), (1, 4, 4)]
+    assert [r[0] for d, *_rest in parts for r in decoded(d)] == [0, 1, 0, 1, 0]
+    assert messages.origin_of(DefaultRecordBatch(parts[1][0]).__iter__().__next__()) == 2
+
+
+def test_a_batch_with_bytes_after_its_records_is_refused():
+    data = bytearray(batch(0, 2))
+    struct.pack_into(">i", data, 57, 1)  # says 1 record, holds 2
+    struct.pack_into(">I", data, 17, crc32c(memoryview(data)[21:]))
+    with pytest.raises(IntegrityError, match="bytes after its 1 records"):
+        list(messages.batch_records(next(messages.split_batches(bytes(data)))))
+
+
+def test_a_codec_this_host_cannot_read_fails_the_segment_check_by_name(monkeypatch):
+    """The library is made to look missing (it is installed here: meta/ee-requirements.txt)."""
+    from kafka import codec
+
+    data = batch(0, 3, codec=2)
+    assert next(messages.split_batches(data)).attributes & 7 == 2
+    messages.check_segment(io.BytesIO(data), "seg", {"records": 3, "first_offset": 0, "last_offset": 2})
+    monkeypatch.setattr(codec, "has_snappy", lambda: False)
+    with pytest.raises(ConfigurationError, match="snappy-compressed: install the Python library python-snappy"):
+        messages.check_segment(io.BytesIO(data), "seg", {"records": 3, "first_offset": 0, "last_offset": 2})

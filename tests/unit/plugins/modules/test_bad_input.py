@@ -149,6 +149,7 @@ BAD: dict[str, st.SearchStrategy] = {
             "minimum_redundancy",
             "newest",
             "dest_s3_object_lock_days",
+            "batch_bytes",
         )
     },
     "connect_timeout": floats,
