@@ -98,32 +98,34 @@ def origin(record_headers):
 
 
 def test_capture_twice_destroy_the_broker_and_restore_everything_with_the_group_in_place(svc, s3_url, broker):
-    """The issue's scenario, with 2,400 records (not 10,000: kafka-python against Tansu on two shared cores)."""
+    """The issue's scenario: 10,000 records with keys, headers and some null values over 3 partitions."""
     env = module_env(svc)
     source = broker()
     url = source.url
     admin = KafkaAdminClient(bootstrap_servers=url)
     admin.create_topics({"orders": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
     admin.close()
-    sent = produce(url, "orders", 0, 1500)
+    sent = produce(url, "orders", 0, 6000)
     # The group processed part of each partition: it resumes at these source offsets.
-    group = {("orders", 0): 200, ("orders", 1): 499, ("orders", 2): 0}
+    group = {("orders", 0): 200, ("orders", 1): 1999, ("orders", 2): 0}
     assert commit(url, "billing", group) == group
     args = dict(storage_url=s3_url, bootstrap_servers=[url], source_name="kafka-prod")
 
     planned = run_module("kafka_message_capture", args, env, check_mode=True)
     assert planned["rc"] == 0 and planned["changed"] is True and planned["backup_id"] == "", planned
-    assert sum(planned["pending"].values()) == 1500 and planned["continues"] == "start"
+    assert sum(planned["pending"].values()) == 6000 and planned["continues"] == "start"
     first = run_module("kafka_message_capture", args, env)
-    assert first["rc"] == 0 and first["records"] == 1500 and first["continues"] == "start", first
-    assert first["groups"] == {"billing": {"orders-0": 200, "orders-1": 499, "orders-2": 0}}
+    assert first["rc"] == 0 and first["records"] == 6000 and first["continues"] == "start", first
+    assert first["groups"] == {"billing": {"orders-0": 200, "orders-1": 1999, "orders-2": 0}}
     idle = run_module("kafka_message_capture", args, env)
     assert idle["rc"] == 0 and idle["changed"] is False and idle["backup_id"] == "", idle
-    more = produce(url, "orders", 1500, 900)
+    more = produce(url, "orders", 6000, 4000)
     second = run_module("kafka_message_capture", args, env)
-    assert second["rc"] == 0 and second["records"] == 900, second
+    assert second["rc"] == 0 and second["records"] == 4000, second
     assert second["continues"] == f"set {first['backup_id']}"
-    assert second["positions"] == {f"orders-{p}": 800 for p in range(PARTITIONS)}
+    counts = {p: len(sent[p]) + len(more[p]) for p in range(PARTITIONS)}
+    assert list(counts.values()) == [3334, 3333, 3333]
+    assert second["positions"] == {f"orders-{p}": counts[p] for p in range(PARTITIONS)}
     for part in range(PARTITIONS):
         sent[part] += more[part]
     source.stop()
@@ -131,15 +133,15 @@ def test_capture_twice_destroy_the_broker_and_restore_everything_with_the_group_
     target = broker().url
     restore = dict(storage_url=s3_url, bootstrap_servers=[target], source_name="kafka-prod")
     done = run_module("kafka_message_restore", restore, env)
-    assert done["rc"] == 0 and done["records"] == 2400 and done["created_topics"] == ["orders"], done
+    assert done["rc"] == 0 and done["records"] == 10000 and done["created_topics"] == ["orders"], done
     assert done["sets"] == [first["backup_id"], second["backup_id"]]
     got = read_all(target, "orders")
     for part in range(PARTITIONS):
         restored = [(k, v, [h for h in hs if h[0] != ORIGIN], ts) for _o, k, v, hs, ts in got[part]]
         assert restored == sent[part], f"partition {part} differs"
-        assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(800))
+        assert [origin(hs) for _o, _k, _v, hs, _ts in got[part]] == list(range(counts[part]))
     translated = {k: v["target"] for k, v in done["groups"]["billing"].items()}
-    assert translated == {"orders-0": 200, "orders-1": 499, "orders-2": 0}  # a fresh log: the same offsets
+    assert translated == {"orders-0": 200, "orders-1": 1999, "orders-2": 0}  # a fresh log: the same offsets
 
     # The group's consumer resumes exactly at the first record it had not processed, nothing twice.
     reader = KafkaConsumer(
@@ -157,11 +159,13 @@ def test_capture_twice_destroy_the_broker_and_restore_everything_with_the_group_
         for tp, records in reader.poll(timeout_ms=1000).items():
             firsts.setdefault(tp.partition, origin(records[0].headers))
     reader.close()
-    assert firsts == {0: 200, 1: 499, 2: 0}
+    assert firsts == {0: 200, 1: 1999, 2: 0}
 
     again = run_module("kafka_message_restore", restore, env)
     assert again["rc"] == 0 and again["records"] == 0 and again["changed"] is False, again
-    assert all(p["resumed_after"] == 799 for p in again["partitions"].values())
+    assert {k: p["resumed_after"] for k, p in again["partitions"].items()} == {
+        f"orders-{p}": counts[p] - 1 for p in range(PARTITIONS)
+    }
     assert read_all(target, "orders") == got
 
 
