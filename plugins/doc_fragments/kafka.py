@@ -4,7 +4,7 @@
 
 
 class ModuleDocFragment:
-    """How the Kafka modules connect to a cluster (kafka-python's admin client options)."""
+    """How the Kafka modules connect to a cluster (kafka-python's admin client options); SELECTION: what they read."""
 
     DOCUMENTATION = r"""
 options:
@@ -71,4 +71,35 @@ options:
     default: 30
 requirements:
   - kafka-python >= 3.0
+"""
+
+    SELECTION = r"""
+options:
+  include_topics:
+    description:
+      - Regular expressions (matching the whole name) of topics to read; all topics when empty. Internal topics
+        (C(__consumer_offsets), C(__transaction_state)) are never read.
+    type: list
+    elements: str
+    default: []
+  exclude_topics:
+    description:
+      - Regular expressions (matching the whole name) of topics to leave out.
+    type: list
+    elements: str
+    default: []
+  include_groups:
+    description:
+      - Regular expressions (matching the whole id) of consumer groups whose committed offsets are recorded; all
+        groups when empty.
+      - Only offsets on the selected topics are kept; a group with none is left out.
+    type: list
+    elements: str
+    default: []
+  exclude_groups:
+    description:
+      - Regular expressions (matching the whole id) of consumer groups to leave out.
+    type: list
+    elements: str
+    default: []
 """

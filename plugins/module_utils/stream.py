@@ -18,6 +18,7 @@ import io
 import queue
 import threading
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -437,6 +438,32 @@ def read_up_to(reader, n: int) -> bytes:
             break
         out += chunk
     return out
+
+
+def read_frames(
+    reader, name: str, what: str, head_size: int, body_size: Callable[[bytes], int | None]
+) -> Iterator[tuple[int, bytes]]:
+    """The length-prefixed frames of a stream, one at a time: ``(byte offset, head + body)``.
+
+    ``body_size(head)`` gives the bytes that follow a frame's head, or None
+    for an impossible length; that, and a stream cut inside a frame, raise
+    IntegrityError naming ``what`` and where.
+    """
+    offset = 0
+    while True:
+        head = read_up_to(reader, head_size)
+        if not head:
+            return
+        if len(head) < head_size:
+            raise IntegrityError(f"{name} ends inside a {what} header at byte {offset}")
+        size = body_size(head)
+        if size is None:
+            raise IntegrityError(f"{name} has an invalid {what} length at byte {offset}")
+        body = read_up_to(reader, size)
+        if len(body) != size:
+            raise IntegrityError(f"{name} has a truncated or malformed {what} at byte {offset}")
+        yield offset, head + body
+        offset += head_size + size
 
 
 def copy_hashed(

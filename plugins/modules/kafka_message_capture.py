@@ -26,31 +26,6 @@ description:
   - A run with nothing new (no record, no lost range) writes no set and reports C(changed=false).
 author: caas.backup developers (@caas-backup)
 options:
-  include_topics:
-    description:
-      - Regular expressions (matching the whole name) of topics to capture; all topics when empty.
-    type: list
-    elements: str
-    default: []
-  exclude_topics:
-    description:
-      - Regular expressions (matching the whole name) of topics to leave out.
-    type: list
-    elements: str
-    default: []
-  include_groups:
-    description:
-      - Regular expressions (matching the whole id) of consumer groups whose committed offsets are recorded; all when
-        empty. Only offsets on captured topics are kept.
-    type: list
-    elements: str
-    default: []
-  exclude_groups:
-    description:
-      - Regular expressions (matching the whole id) of consumer groups to leave out.
-    type: list
-    elements: str
-    default: []
   duration:
     description:
       - Seconds to keep following the partitions after the first pass (0 to 604800); V(0) captures up to the offsets
@@ -69,6 +44,7 @@ options:
     type: str
 extends_documentation_fragment:
   - caas.backup.kafka
+  - caas.backup.kafka.selection
   - caas.backup.common
   - caas.backup.common.write
 attributes:
@@ -156,7 +132,12 @@ duration:
 import time
 
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, default_source_name
-from ansible_collections.caas.backup.plugins.module_utils.kafka.client import Cluster, compile_patterns, kafka_module
+from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
+    SELECTION_SPEC,
+    Cluster,
+    compile_patterns,
+    kafka_module,
+)
 
 
 def run(module: BackupModule) -> dict:
@@ -192,10 +173,7 @@ def run(module: BackupModule) -> dict:
 def main() -> None:
     module = kafka_module(
         dict(
-            include_topics=dict(type="list", elements="str", default=[]),
-            exclude_topics=dict(type="list", elements="str", default=[]),
-            include_groups=dict(type="list", elements="str", default=[]),
-            exclude_groups=dict(type="list", elements="str", default=[]),
+            **SELECTION_SPEC,
             duration=dict(type="int", default=0),
             lock_dir=dict(type="path"),
         ),

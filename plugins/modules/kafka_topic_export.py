@@ -20,31 +20,6 @@ description:
   - The manifest, written last, counts topics, partitions, groups and ACLs.
 author: caas.backup developers (@caas-backup)
 options:
-  include_topics:
-    description:
-      - Regular expressions (matching the whole name) of topics to export; all topics when empty.
-    type: list
-    elements: str
-    default: []
-  exclude_topics:
-    description:
-      - Regular expressions (matching the whole name) of topics to leave out.
-    type: list
-    elements: str
-    default: []
-  include_groups:
-    description:
-      - Regular expressions (matching the whole id) of consumer groups to export; all groups when empty.
-      - Only offsets on exported topics are kept; a group with none is left out.
-    type: list
-    elements: str
-    default: []
-  exclude_groups:
-    description:
-      - Regular expressions (matching the whole id) of consumer groups to leave out.
-    type: list
-    elements: str
-    default: []
   record_timestamps:
     description:
       - Read the record at each committed offset to keep its timestamp (one fetch per group partition), for
@@ -60,6 +35,7 @@ options:
     type: str
 extends_documentation_fragment:
   - caas.backup.kafka
+  - caas.backup.kafka.selection
   - caas.backup.common
   - caas.backup.common.write
 attributes:
@@ -154,6 +130,7 @@ import time
 
 from ansible_collections.caas.backup.plugins.module_utils.common import BackupModule, default_source_name
 from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
+    SELECTION_SPEC,
     Cluster,
     compile_patterns,
     kafka_module,
@@ -213,10 +190,7 @@ def run(module: BackupModule) -> dict:
 def main() -> None:
     module = kafka_module(
         dict(
-            include_topics=dict(type="list", elements="str", default=[]),
-            exclude_topics=dict(type="list", elements="str", default=[]),
-            include_groups=dict(type="list", elements="str", default=[]),
-            exclude_groups=dict(type="list", elements="str", default=[]),
+            **SELECTION_SPEC,
             record_timestamps=dict(type="bool", default=True),
         ),
         writes=True,

@@ -96,6 +96,22 @@ def mongo_server(tmp_path):
 
 
 @pytest.fixture()
+def broker(tmp_path):
+    """Starts fresh Tansu brokers (memory storage) for the test; stops the ones still running after it."""
+    started = []
+
+    def start():
+        handle = services.start_kafka(tmp_path / f"kafka-{len(started)}")
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.alive:
+            handle.stop()
+
+
+@pytest.fixture()
 def file_url(tmp_path):
     store = tmp_path / "store"
     store.mkdir()

@@ -368,26 +368,12 @@ def wait_for(condition, timeout=60.0):
         time.sleep(0.05)
 
 
-@pytest.fixture()
-def brokers(tmp_path):
-    """Fresh Tansu brokers for one test."""
-    started = []
-
-    def start():
-        started.append(services.start_kafka(tmp_path / f"kafka-{len(started)}"))
-        return started[-1]
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
 @pytest.mark.parametrize("store", ["s3"], indirect=True)
-def test_kill_kafka_topic_export(store, brokers):
+def test_kill_kafka_topic_export(store, broker):
     """kafka_topic_export (S3) of 30 topics killed KILLS times; a restore of the latest set onto a fresh broker
     gives the first topics."""
     rng = random.Random(SEED)
-    source = brokers()
+    source = broker()
     create(source.url, **{f"t{i:02d}": 1 + i % 3 for i in range(30)})
     layouts = [layout(source.url)]
     args = dict(storage_url=store.url, bootstrap_servers=[source.url], source_name="killed")
@@ -396,7 +382,7 @@ def test_kill_kafka_topic_export(store, brokers):
     layouts.append(layout(source.url))
     kill_series(store, rng, "kafka_topic_export", args, "kafka-meta", "killed", good)
     assert_info_reports(store, "kafka-meta", "killed", good[-1])
-    target = brokers()
+    target = broker()
     restored = run_module(
         "kafka_topic_restore",
         dict(storage_url=store.url, bootstrap_servers=[target.url], source_name="killed"),
@@ -610,12 +596,12 @@ def test_damaged_redis_snapshot_is_refused(svc, file_url, s3_url, age_key, redis
         )
 
 
-def test_damaged_kafka_export_is_refused(svc, file_url, s3_url, age_key, brokers):
+def test_damaged_kafka_export_is_refused(svc, file_url, s3_url, age_key, broker):
     """Kafka export JSON: gzip + age on file://, zstd on S3, holding topics and a group at offset 2.
     kafka_topic_restore must fail with the target's topics, groups and offsets as they were."""
     rng = random.Random(SEED)
     env = module_env(svc)
-    source, target = brokers(), brokers()
+    source, target = broker(), broker()
     create(source.url, orders=3, events=1)
     produce(source.url, "events", [f"e{i}" for i in range(5)])
     consume(source.url, "billing", "events", 2)

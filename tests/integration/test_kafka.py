@@ -20,7 +20,6 @@ import json
 import time
 import warnings
 
-import pytest
 import services
 from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
 
@@ -38,21 +37,6 @@ with warnings.catch_warnings():  # kafka-python 3.0.12 uses an API deprecated in
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 BASE_TS = 1_700_000_000_000
-
-
-@pytest.fixture()
-def broker(tmp_path):
-    """Starts fresh Tansu brokers (memory storage) for the test; stops them after it."""
-    started = []
-
-    def start():
-        handle = services.start_kafka(tmp_path / f"kafka-{len(started)}")
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
 
 
 @contextlib.contextmanager

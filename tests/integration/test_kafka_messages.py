@@ -17,7 +17,6 @@ import time
 import warnings
 
 import pytest
-import services
 from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
@@ -30,22 +29,6 @@ with warnings.catch_warnings():  # kafka-python 3.0.12 uses an API deprecated in
 ORIGIN = "caas.origin.offset"
 BASE_TS = 1_700_000_000_000
 PARTITIONS = 3
-
-
-@pytest.fixture()
-def broker(tmp_path):
-    """Starts fresh Tansu brokers (memory storage) for the test; stops them after it (or the test does)."""
-    started = []
-
-    def start():
-        handle = services.start_kafka(tmp_path / f"kafka-{len(started)}")
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        if handle.alive:
-            handle.stop()
 
 
 def produce(url, topic, start, count):

@@ -81,6 +81,12 @@ class Fetched:
         return self.last_stable_offset if self.last_stable_offset >= 0 else self.high_watermark
 
 
+# Which topics and groups a module that reads a cluster selects (doc_fragments/kafka.py, SELECTION).
+SELECTION_SPEC: dict = {
+    name: dict(type="list", elements="str", default=[])
+    for name in ("include_topics", "exclude_topics", "include_groups", "exclude_groups")
+}
+
 # How every Kafka module connects; kafka-python's names (see doc_fragments/kafka.py).
 CONNECTION_SPEC: dict = dict(
     bootstrap_servers=dict(

@@ -49,7 +49,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     selected,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import offset_for_time, refuse_active
-from ansible_collections.caas.backup.plugins.module_utils.stream import read_up_to
+from ansible_collections.caas.backup.plugins.module_utils.stream import read_frames
 
 try:
     from kafka import codec as codecs
@@ -553,21 +553,15 @@ def groups_at(sets: list, target_ms: int | None) -> dict[str, dict]:
 # ---------------------------------------------------------------- restore: verify, produce, translate
 
 
+def _batch_body(head: bytes) -> int | None:
+    length = struct.unpack_from(">i", head, 8)[0]
+    return length if length >= _HEADER.size - 12 else None
+
+
 def read_batches(reader, name: str) -> Iterator[Batch]:
     """The record batches of a stored segment, read one at a time (memory: one batch)."""
-    offset = 0
-    while True:
-        head = read_up_to(reader, 12)
-        if not head:
-            return
-        if len(head) < 12:
-            raise IntegrityError(f"{name} ends inside a record batch header at byte {offset}")
-        length = struct.unpack_from(">i", head, 8)[0]
-        body = read_up_to(reader, max(length, 0))
-        if length < _HEADER.size - 12 or len(body) != length:
-            raise IntegrityError(f"{name} has a truncated or malformed record batch at byte {offset}")
-        offset += 12 + length
-        yield from split_batches(head + body, name, partial_ok=False)
+    for _offset, frame in read_frames(reader, name, "record batch", 12, _batch_body):
+        yield from split_batches(frame, name, partial_ok=False)
 
 
 def check_segment(reader, name: str, facts: dict) -> None:

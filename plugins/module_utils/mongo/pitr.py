@@ -49,7 +49,7 @@ from ansible_collections.caas.backup.plugins.module_utils.mongo.dump import (
     ts_from_fact,
 )
 from ansible_collections.caas.backup.plugins.module_utils.mongo.oplog import apply_entries
-from ansible_collections.caas.backup.plugins.module_utils.stream import read_up_to
+from ansible_collections.caas.backup.plugins.module_utils.stream import read_frames
 
 try:
     import bson
@@ -422,23 +422,17 @@ def plan_restore(storage, source: str | None, target: Timestamp, trust: list | N
 # ---------------------------------------------------------------- slices: read, verify, replay
 
 
+def _bson_body(head: bytes) -> int | None:
+    size = _LEN.unpack(head)[0]
+    return size - 4 if 5 <= size <= MAX_DOC else None
+
+
 def iter_bson(reader, name: str) -> Iterator[bytes]:
     """The BSON documents of a stream of concatenated documents; bad framing raises IntegrityError."""
-    offset = 0
-    while True:
-        head = read_up_to(reader, 4)
-        if not head:
-            return
-        if len(head) < 4:
-            raise IntegrityError(f"{name} ends inside a BSON length at byte {offset}")
-        size = _LEN.unpack(head)[0]
-        if size < 5 or size > MAX_DOC:
-            raise IntegrityError(f"{name} has an invalid BSON document length {size} at byte {offset}")
-        body = read_up_to(reader, size - 4)
-        if len(body) != size - 4 or body[-1:] != b"\x00":
+    for offset, raw in read_frames(reader, name, "BSON document", 4, _bson_body):
+        if raw[-1:] != b"\x00":
             raise IntegrityError(f"{name} has a truncated or malformed BSON document at byte {offset}")
-        offset += size
-        yield head + body
+        yield raw
 
 
 def check_slice(reader, name: str, facts: dict) -> dict:
