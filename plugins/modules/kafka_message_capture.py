@@ -135,8 +135,8 @@ from ansible_collections.caas.backup.plugins.module_utils.common import BackupMo
 from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     SELECTION_SPEC,
     Cluster,
-    compile_patterns,
     kafka_module,
+    selection,
 )
 
 
@@ -147,7 +147,7 @@ def run(module: BackupModule) -> dict:
     p = module.params
     started = time.monotonic()
     options = messages.CaptureOptions(
-        *(compile_patterns(p[o], o) for o in ("include_topics", "exclude_topics", "include_groups", "exclude_groups")),
+        *selection(p),
         duration=p["duration"],
     )
     storage = module.open_storage()

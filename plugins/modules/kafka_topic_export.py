@@ -132,8 +132,8 @@ from ansible_collections.caas.backup.plugins.module_utils.common import BackupMo
 from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     SELECTION_SPEC,
     Cluster,
-    compile_patterns,
     kafka_module,
+    selection,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import (
     OBJECT_STEM,
@@ -145,8 +145,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import 
 def run(module: BackupModule) -> dict:
     p = module.params
     started = time.monotonic()
-    patterns = [compile_patterns(p[o], o) for o in ("include_topics", "exclude_topics", "include_groups")]
-    patterns.append(compile_patterns(p["exclude_groups"], "exclude_groups"))
+    patterns = selection(p)
     with Cluster(p) as cluster:
         doc = export_cluster(cluster, *patterns, record_timestamps=p["record_timestamps"])
     for note in doc["warnings"]:

@@ -134,6 +134,11 @@ def compile_patterns(patterns: list[str] | None, option: str) -> list[re.Pattern
     return compiled
 
 
+def selection(params: dict) -> list[list[re.Pattern]]:
+    """The compiled patterns of :data:`SELECTION_SPEC`'s options, in its order (include/exclude topics, groups)."""
+    return [compile_patterns(params[name], name) for name in SELECTION_SPEC]
+
+
 def selected(name: str, include: list[re.Pattern], exclude: list[re.Pattern]) -> bool:
     """Whether ``name`` matches (fully) an include pattern, or there are none, and no exclude pattern."""
     if include and not any(p.fullmatch(name) for p in include):
