@@ -105,6 +105,7 @@ class ApiVersionsProxy:
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", port))
         self.rewritten = 0  # ApiVersions answers rewritten, for the bench's output
+        self._count_lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
@@ -153,7 +154,8 @@ class ApiVersionsProxy:
         if frame and request[0] == API_VERSIONS and request[1] >= 3:
             body = strip_api_versions_tags(frame[8:])
             frame = struct.pack(">i", 4 + len(body)) + frame[4:8] + body
-            self.rewritten += 1
+            with self._count_lock:
+                self.rewritten += 1
         if frame:
             client.sendall(frame)
             _splice(broker, client)
