@@ -463,12 +463,18 @@ def redis_start_command(handle: Handle) -> list[str]:
     return [binary("redis-server"), str(handle.dir / "redis.conf")]
 
 
-def start_kafka(dir: Path, port: int | None = None, *, timeout: float = TIMEOUT) -> Handle:
-    """Start a Tansu broker (memory storage) advertising ``127.0.0.1:<port>``."""
+def start_kafka(
+    dir: Path, port: int | None = None, *, advertised_port: int | None = None, timeout: float = TIMEOUT
+) -> Handle:
+    """Start a Tansu broker (memory storage) advertising ``127.0.0.1:<advertised_port or port>``.
+
+    With *advertised_port* (a proxy in front of the broker), clients that bootstrap on ``url`` are sent to that
+    port by the metadata; whatever listens there must be up for the readiness check to pass.
+    """
     port = port or free_port()
     listener = f"tcp://{HOST}:{port}"
     argv = [binary("tansu"), "broker", "--cluster-id", "caas"]
-    argv += ["--listener-url", listener, "--advertised-listener-url", listener]
+    argv += ["--listener-url", listener, "--advertised-listener-url", f"tcp://{HOST}:{advertised_port or port}"]
     argv += ["--storage-engine", "memory://tansu/"]
     return _spawn("kafka", argv, Path(dir).resolve(), port, f"{HOST}:{port}", timeout)
 
