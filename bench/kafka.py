@@ -224,13 +224,15 @@ def main() -> None:
         try:
             source, raw_target, target = (b.url for b in brokers[:3])
             print(f"filling {args.records} records of {args.value} bytes, twice ...", file=sys.stderr)
-            fill(source, args.records, args.value)
-            fill(proxied, args.records, args.value)
+            # Filled from forked processes, and the restore measured before this process reads the records for
+            # the raw producer: every measured child forks from a small process (its peak RSS is its own work's).
+            measured(fill, source, args.records, args.value)
+            measured(fill, proxied, args.records, args.value)
             (Path(work) / "store").mkdir()
             rows = capture_rows(source, proxied, Path(work) / "store", args.records)
             store = f"file://{work}/store/direct-0"
-            produce_s, produce_rss = measured(raw_produce, read_records(source), raw_target)
             restore_s, restore_rss = measured(restore, store, target)
+            produce_s, produce_rss = measured(raw_produce, read_records(source), raw_target)
             rows += [("raw kafka-python producer", produce_s, produce_rss, 1.0)]
             rows += [("kafka_message_restore (verify + produce)", restore_s, restore_rss, produce_s / restore_s)]
         finally:

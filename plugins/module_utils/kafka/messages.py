@@ -27,6 +27,7 @@ import contextlib
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import (
@@ -391,15 +392,21 @@ def drain(cluster: Cluster, leader: int, stream: Stream, backup: SetWriter | Non
     facts: dict = {}
     out = None
     with contextlib.ExitStack() as stack:
+        prefetch = stack.enter_context(ThreadPoolExecutor(1))  # the next Fetch travels while this answer is written
+        pending = prefetch.submit(cluster.fetch, leader, {key: stream.position}, FETCH_BYTES)
         while stream.position < stream.end:
-            answer: Fetched = cluster.fetch(leader, {key: stream.position}, FETCH_BYTES)[key]
+            answer: Fetched = pending.result()[key]
             if answer.error:
                 raise SourceError(f"cannot fetch {stream.key} at offset {stream.position}: error code {answer.error}")
             seen = list(split_batches(answer.records, stream.key))
             if not seen:
                 raise SourceError(f"{stream.key}: the broker answered no record batch at offset {stream.position}")
+            start = stream.position
+            stream.position = min(max(stream.position, seen[-1].last_offset + 1), stream.end)
+            if stream.position < stream.end:
+                pending = prefetch.submit(cluster.fetch, leader, {key: stream.position}, FETCH_BYTES)
             for batch in committed(iter(seen), answer.aborted):
-                if batch.last_offset < stream.position or batch.base_offset >= stream.end:
+                if batch.last_offset < start or batch.base_offset >= stream.end:
                     continue
                 if out is None:
                     stem = segment_stem(stream.topic, stream.partition, batch.base_offset)
@@ -412,7 +419,6 @@ def drain(cluster: Cluster, leader: int, stream: Stream, backup: SetWriter | Non
                 facts["last_offset"] = batch.last_offset
                 facts["first_timestamp"] = min(facts["first_timestamp"], batch.first_timestamp)
                 facts["last_timestamp"] = max(facts["last_timestamp"], batch.max_timestamp)
-            stream.position = min(max(stream.position, seen[-1].last_offset + 1), stream.end)
     if facts:
         stream.segments.append(facts)
     return facts.get("records", 0)
