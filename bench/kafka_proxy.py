@@ -41,7 +41,7 @@ def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
 def _skip_tags(data: bytes, pos: int) -> int:
     """The position after the tagged-field section at *pos*."""
     count, pos = _uvarint(data, pos)
-    for _ in range(count):
+    for _index in range(count):
         _tag, pos = _uvarint(data, pos)
         size, pos = _uvarint(data, pos)
         pos += size
@@ -56,7 +56,7 @@ def strip_api_versions_tags(body: bytes) -> bytes:
     if struct.unpack_from(">h", body)[0]:
         return body
     count, pos = _uvarint(body, 2)
-    for _ in range(count - 1):  # compact array: length + 1
+    for _index in range(count - 1):  # compact array: length + 1
         pos = _skip_tags(body, pos + 6)  # api_key, min_version, max_version
     pos += 4  # throttle_time_ms
     return body[:pos] + b"\x00"

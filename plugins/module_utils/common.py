@@ -846,6 +846,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "size_change_ratio": bounded(0, 1000),
     "size_change_ratios": size_change_ratios,
     "storage_quota_bytes": bounded(1, 2**63 - 1, " bytes"),
+    "batch_bytes": bounded(1, 100 * 2**20, " bytes (100 MiB, Kafka's default socket.request.max.bytes)"),
     "audit_window_days": bounded(1, 3660, " days"),
     "audit_since": iso_time,
     "audit_until": iso_time,

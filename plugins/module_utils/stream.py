@@ -441,13 +441,13 @@ def read_up_to(reader, n: int) -> bytes:
 
 
 def read_frames(
-    reader, name: str, what: str, head_size: int, body_size: Callable[[bytes], int | None]
+    reader, name: str, what: str, head_size: int, body_size: Callable[[bytes], int | str]
 ) -> Iterator[tuple[int, bytes]]:
     """The length-prefixed frames of a stream, one at a time: ``(byte offset, head + body)``.
 
-    ``body_size(head)`` gives the bytes that follow a frame's head, or None
-    for an impossible length; that, and a stream cut inside a frame, raise
-    IntegrityError naming ``what`` and where.
+    ``body_size(head)`` gives the bytes that follow a frame's head, or what is
+    wrong with it (a phrase such as ``"an invalid length 3"``); that, and a
+    stream cut inside a frame, raise IntegrityError naming ``what`` and where.
     """
     offset = 0
     while True:
@@ -457,8 +457,8 @@ def read_frames(
         if len(head) < head_size:
             raise IntegrityError(f"{name} ends inside a {what} header at byte {offset}")
         size = body_size(head)
-        if size is None:
-            raise IntegrityError(f"{name} has an invalid {what} length at byte {offset}")
+        if isinstance(size, str):
+            raise IntegrityError(f"{name} has {size} at byte {offset}")
         body = read_up_to(reader, size)
         if len(body) != size:
             raise IntegrityError(f"{name} has a truncated or malformed {what} at byte {offset}")

@@ -14,12 +14,16 @@ description:
   - Every record gets the header C(caas.origin.offset) (its offset on the source). A rerun reads the target
     partition's last record and goes on after its origin offset, so a restore interrupted at any point and run
     again produces no duplicates and no gaps.
-  - Records go as batches of about O(batch_bytes), one at a time, each acknowledged by every in-sync replica
-    before the next is sent, so a failure leaves the target holding a prefix of the records, never a gap. After
-    a retriable error (a leader that moved, a timeout, a lost connection) the target is read again and the
-    restore goes on after its last record, so a batch appended whose answer was lost is not sent twice.
+  - Records go as batches of at most O(batch_bytes) of an idempotent producer, one at a time, each acknowledged
+    by every in-sync replica before the next is sent, so a failure leaves the target holding a prefix of the
+    records, never a gap. After a retriable error (a leader that moved, a timeout, a lost connection) the same
+    batch is sent again, for up to 60 seconds; a broker that had already appended it drops the copy (by producer
+    id and sequence).
+  - A rerun after a killed run uses a new producer id, so only what the target acknowledged counts - with a
+    replication factor above 1, a batch the killed run left on the leader, not yet replicated, could be appended
+    twice.
   - B(Everything is verified before the first record is produced) - each segment's size and sha256, the record
-    batches' framing and CRCs, their offsets and counts against the manifest.
+    batches' framing and CRCs, every record's framing, their offsets and counts against the manifest.
   - Missing topics are created first, from the newest C(kafka-meta) set of the same source (partitions, replication
     factor capped to the brokers, config overrides), else with the partitions the capture saw.
   - Each consumer group's committed source offset (from the newest set captured at or before O(target_time)) is
@@ -63,15 +67,23 @@ options:
     description:
       - Directory for the verified local copies of the segments (the temporary directory by default).
     type: path
+  required:
+    description:
+      - With V(false), a source that has no C(kafka-messages) set at all (nothing was ever captured) is not an
+        error - the run restores nothing and says so (C(sets) empty, C(changed=false)). Sets that exist but are
+        incomplete, unsigned or damaged still fail the run.
+    type: bool
+    default: true
   batch_bytes:
     description:
-      - Size in bytes the restored records are grouped into batches of (a record larger than it goes alone).
-        Keep it below the target topics' C(max.message.bytes) (1 MiB by default in Kafka); at most 1 GiB.
+      - Most bytes of records in one restored batch (a record larger than it goes alone). Keep it below the target
+        topics' C(max.message.bytes) (1 MiB by default in Kafka); at most 100 MiB, Kafka's default
+        C(socket.request.max.bytes).
     type: int
     default: 524288
 requirements:
   - anycrc (the batches' CRC-32C)
-  - lz4, python-snappy (only for batches their producers compressed with lz4 or snappy)
+  - lz4, python-snappy (only for batches their producers compressed with lz4 or snappy; zstd uses zstandard)
 extends_documentation_fragment:
   - caas.backup.kafka
   - caas.backup.common
@@ -147,8 +159,8 @@ backup_id:
   returned: check mode with O(check_target=false)
   type: str
 msg:
-  description: In check mode, what a real run would do.
-  returned: check mode
+  description: In check mode, what a real run would do; with O(required=false) and no set, that nothing was restored.
+  returned: check mode, or when nothing was captured
   type: str
 duration:
   description: Seconds the run took.
@@ -183,19 +195,27 @@ def run(module: BackupModule) -> dict:
     started = time.monotonic()
     for name in [*p["topics"], *p["rename"], *p["rename"].values()]:
         check_topic_name(name)
-    if not 1 <= p["batch_bytes"] <= 2**30:
-        raise ConfigurationError(f"batch_bytes must be between 1 and 1073741824 (1 GiB), not {p['batch_bytes']}")
     if isinstance(p["target_time"], dict) or str(p["target_time"] or "").strip().startswith("{"):
         raise ConfigurationError("target_time must be an ISO 8601 UTC time for Kafka records")
     until_ms = int(parse_time(p["target_time"]).timestamp() * 1000) if p["target_time"] else None
 
     def find(storage):
-        found = messages.message_sets(storage, p["source_name"], module.trusted_signers())
+        found = messages.message_sets(storage, p["source_name"], module.trusted_signers(), p["required"])
         for bset in found:
             check_stored(bset, storage.url)
         return found
 
     storage, sets = module.locate(find)
+    if not sets:
+        who = p["source_name"] or "any source"
+        return dict(
+            changed=False,
+            source=p["source_name"] or "",
+            sets=[],
+            records=0,
+            msg=f"nothing to restore: no kafka-messages set of {who} in {storage.url} (required is off)",
+            duration=round(time.monotonic() - started, 3),
+        )
     source = sets[0].source
     plans = messages.plan_partitions(sets, p["topics"])
     missing = sorted(set(p["topics"]) - {t for t, _p in plans})
@@ -247,6 +267,7 @@ def main() -> None:
             create_topics=dict(type="bool", default=True),
             spool_dir=dict(type="path"),
             batch_bytes=dict(type="int", default=524288),
+            required=dict(type="bool", default=True),
         ),
         libraries=("anycrc",),
         reads=True,

@@ -329,9 +329,14 @@ def test_bad_input_gives_a_clear_error(svc, s3_url, broker):
 
 
 def test_backup_and_dr_playbooks_carry_kafka_and_count_it_in_rpo(svc, s3_url, age_key, broker, tmp_path):
-    """backup.yml exports the cluster when its bootstrap servers are set; dr.yml restores it onto a fresh broker."""
+    """backup.yml exports the cluster when its bootstrap servers are set; dr.yml restores it onto a fresh broker.
+
+    No record was captured (no kafka-messages set): dr.yml, looking for them first, restores the groups' offsets
+    with the topics (on the empty logs, clamped to their end)."""
     source, target = broker(), broker()
     create(source.url, orders=2, audit=1)
+    produce(source.url, "orders", ["a", "b", "c"])
+    assert [v for _o, v in consume(source.url, "billing", "orders", 2)] == ["a", "b"]
     reports = tmp_path / "reports"
     extra = {
         "caas_backup_storage_url": s3_url,
@@ -347,6 +352,7 @@ def test_backup_and_dr_playbooks_carry_kafka_and_count_it_in_rpo(svc, s3_url, ag
     dr = run_playbook(REPO / "playbooks" / "dr.yml", extra, module_env(svc), groups=["caas_kafka"])
     assert dr.returncode == 0, dr.stdout + dr.stderr
     assert layout(target.url) == layout(source.url) == {"orders": (2, 1), "audit": (1, 1)}
+    assert committed(target.url, "billing") == {"orders-0": 0, "orders-1": 0}
     measured = dr_report(reports)
     [kafka] = measured["components"]
     assert (kafka["component"], kafka["source"], kafka["status"]) == ("kafka", "kafka-caas", "PASS")

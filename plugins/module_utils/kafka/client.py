@@ -48,7 +48,7 @@ try:
         )
         from kafka.protocol.admin import DescribeGroupsRequest
         from kafka.protocol.consumer import FetchRequest
-        from kafka.protocol.producer import ProduceRequest
+        from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
         from kafka.structs import OffsetAndMetadata
     KAFKA_IMPORT_ERROR = None
 except ImportError:  # reported by the modules with missing_required_lib
@@ -58,6 +58,8 @@ _TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 READ_COMMITTED = 1
 FETCH_VERSION = 11  # log start offset (v5), aborted transactions (v4); Tansu answers up to 11
 PRODUCE_VERSION = 9  # as kafka-python's own producer
+DUPLICATE_SEQUENCE_NUMBER = 46  # an idempotent producer's batch the broker already has
+TOO_LARGE = (10, 18)  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
 
 
 class RetriableError(SourceError):
@@ -220,6 +222,15 @@ def kafka_errors_as(action: str) -> Iterator[None]:
         if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
             raise translate_error(exc, action) from None
         raise
+
+
+def broker_error(code: int, action: str, detail: str | None = None) -> SourceError:
+    """The error a broker's error code means: :class:`RetriableError` when a later attempt may succeed."""
+    error = kafka_errors.for_code(code)
+    message = f"cannot {action}: the broker answered {error.__name__}" + (f" ({detail})" if detail else "")
+    if code in TOO_LARGE:
+        message += ": lower batch_bytes below the target topic's max.message.bytes"
+    return (RetriableError if error.retriable else SourceError)(message)
 
 
 def probe(servers: list[str], timeout: float) -> None:
@@ -412,13 +423,7 @@ class Cluster:
             topics=[FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
             max_version=FETCH_VERSION,
         )
-        admin = self.admin
-
-        async def send():
-            return await admin._manager.send(request, node_id=leader)
-
-        with kafka_errors_as("fetch Kafka records"):
-            response = admin._manager.run(send)
+        response = self._send(request, leader, "fetch Kafka records")
         found = {}
         for topic in response.responses:
             for data in topic.partitions:
@@ -432,11 +437,45 @@ class Cluster:
                 )
         return found
 
-    def produce(self, leader: int, topic: str, partition: int, batch: bytes, timeout_ms: int = 30000) -> int:
+    def _send(self, request, node_id: int | None, action: str):
+        """One request to a broker (any broker when ``node_id`` is None) and its answer.
+
+        A lost connection or a retriable kafka-python error raises :class:`RetriableError`, another one
+        :class:`SourceError`.
+        """
+        admin = self.admin
+
+        async def send():
+            return await admin._manager.send(request, node_id=node_id)
+
+        try:
+            return admin._manager.run(send)
+        except OSError as exc:
+            raise RetriableError(str(translate_error(exc, action))) from None
+        except Exception as exc:
+            if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
+                raise (RetriableError if exc.retriable else SourceError)(str(translate_error(exc, action))) from None
+            raise
+
+    def init_producer(self) -> tuple[int, int]:
+        """A new idempotent producer's ``(producer id, epoch)``: the brokers drop a batch of it they already have."""
+        request = InitProducerIdRequest(
+            transactional_id=None, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1, max_version=4
+        )
+        answer = self._send(request, None, "start an idempotent producer")
+        if answer.error_code:
+            raise broker_error(answer.error_code, "start an idempotent producer")
+        return answer.producer_id, answer.producer_epoch
+
+    def produce(self, leader: int, topic: str, partition: int, batch: bytes, timeout_ms: int = 25000) -> int | None:
         """Append one record batch to a partition, acknowledged by every in-sync replica; its base offset.
 
-        Raises :class:`RetriableError` when the broker (or the connection)
-        says a later attempt may succeed, :class:`SourceError` otherwise.
+        None when the broker answers that it already has the batch (an
+        idempotent producer's batch sent again). ``timeout_ms`` (the broker's)
+        stays below the client's request timeout, so the broker's answer
+        comes first. Raises :class:`RetriableError` when the broker (or the
+        connection) says a later attempt may succeed, :class:`SourceError`
+        otherwise.
         """
         part = ProduceRequest.TopicProduceData.PartitionProduceData(index=partition, records=batch)
         request = ProduceRequest(
@@ -446,27 +485,16 @@ class Cluster:
             topic_data=[ProduceRequest.TopicProduceData(name=topic, partition_data=[part])],
             max_version=PRODUCE_VERSION,
         )
-        admin = self.admin
-
-        async def send():
-            return await admin._manager.send(request, node_id=leader)
-
         action = f"produce to {topic}-{partition}"
-        try:
-            response = admin._manager.run(send)
-        except OSError as exc:
-            raise RetriableError(str(translate_error(exc, action))) from None
-        except Exception as exc:
-            if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
-                raise (RetriableError if exc.retriable else SourceError)(str(translate_error(exc, action))) from None
-            raise
-        [answer] = [p for t in response.responses for p in t.partition_responses if p.index == partition]
+        response = self._send(request, leader, action)
+        answers = [p for t in response.responses for p in t.partition_responses if p.index == partition]
+        if not answers:
+            raise RetriableError(f"cannot {action}: the broker's answer names no such partition")
+        answer = answers[0]
+        if answer.error_code == DUPLICATE_SEQUENCE_NUMBER:
+            return None
         if answer.error_code:
-            error = kafka_errors.for_code(answer.error_code)
-            message = f"cannot {action}: the broker answered {error.__name__}"
-            if getattr(answer, "error_message", None):
-                message += f" ({answer.error_message})"
-            raise (RetriableError if error.retriable else SourceError)(message)
+            raise broker_error(answer.error_code, action, getattr(answer, "error_message", None))
         return answer.base_offset
 
     def supports(self, request_class) -> bool:

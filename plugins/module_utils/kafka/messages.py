@@ -23,6 +23,7 @@ first restored record at or after it, found by a search over those headers.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import struct
 import time
@@ -47,6 +48,7 @@ from ansible_collections.caas.backup.plugins.module_utils.kafka.client import (
     Cluster,
     Fetched,
     RetriableError,
+    broker_error,
     selected,
 )
 from ansible_collections.caas.backup.plugins.module_utils.kafka.metadata import offset_for_time, refuse_active
@@ -56,7 +58,13 @@ try:
     from kafka import codec as codecs
     from kafka.record.default_records import DefaultRecordBatch
 
-    _DECODERS = {1: codecs.gzip_decode, 2: codecs.snappy_decode, 3: codecs.lz4_decode, 4: codecs.zstd_decode}
+    # compression type: (name, the library to install, decompressor)
+    _CODECS = {
+        1: ("gzip", "", codecs.gzip_decode),
+        2: ("snappy", "python-snappy", codecs.snappy_decode),
+        3: ("lz4", "lz4", codecs.lz4_decode),
+        4: ("zstd", "zstandard", codecs.zstd_decode),
+    }
 except ImportError:  # reported by the modules (kafka.client.kafka_module)
     pass
 
@@ -77,13 +85,12 @@ OFFSET_OUT_OF_RANGE = 1
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CODEC, _LOG_APPEND_TIME, _TRANSACTIONAL, _CONTROL = 0x07, 0x08, 0x10, 0x20
 _ABORT = 0
-_CODECS = {1: ("gzip", ""), 2: ("snappy", "python-snappy"), 3: ("lz4", "lz4"), 4: ("zstd", "zstandard")}
 _CRC_FROM = 21  # a batch's CRC covers its bytes from the attributes on
 # A restored batch's header after the CRC: attributes, lastOffsetDelta, firstTimestamp, maxTimestamp,
 # producerId, producerEpoch, baseSequence, recordCount (no producer id: the broker appends it as it comes).
 _RESTORED = struct.Struct(">hiqqqhii")
 PRODUCE_BYTES = 512 * 1024  # a restored batch's records by default (below Kafka's default max.message.bytes of 1 MiB)
-PRODUCE_ATTEMPTS = 5
+PRODUCE_RETRY_SECONDS = 60.0  # how long a batch is sent again after retriable errors (a leader election takes seconds)
 
 
 # ---------------------------------------------------------------- record batches (pure)
@@ -203,47 +210,66 @@ def _zigzag(value: int) -> bytes:
 def decoder(batch: Batch) -> Callable[[bytes], bytes]:
     """The decompressor of a batch's records; ConfigurationError when its library is missing."""
     codec = batch.attributes & _CODEC
-    if codec not in _DECODERS:
+    if codec not in _CODECS:
         raise IntegrityError(f"the record batch at offset {batch.base_offset} has an unknown compression type {codec}")
-    name, library = _CODECS[codec]
+    name, library, decompress = _CODECS[codec]
     if library and not getattr(codecs, f"has_{name}")():
         raise ConfigurationError(
             f"the record batch at offset {batch.base_offset} is {name}-compressed: install the Python library {library}"
         )
-    return _DECODERS[codec]
+    return decompress
 
 
 def batch_records(batch: Batch) -> Iterator[tuple[int, int, bytes, int, bytes]]:
     """A batch's records as ``(offset, timestamp, key and value bytes, header count, header bytes)``.
 
     The key, value and headers stay the stored bytes (varint lengths
-    included): a restore re-frames records without decoding them.
+    included): a restore re-frames records without decoding them. Records
+    that do not fit their batch raise IntegrityError.
     """
     records = bytes(batch.data[_HEADER.size :])
-    buf = decoder(batch)(records) if batch.attributes & _CODEC else records
+    try:
+        buf = decoder(batch)(records) if batch.attributes & _CODEC else records
+    except (ConfigurationError, IntegrityError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - each codec library raises its own error types
+        raise IntegrityError(f"the record batch at offset {batch.base_offset} does not decompress: {exc}") from None
     append_time = batch.max_timestamp if batch.attributes & _LOG_APPEND_TIME else None
     pos = 0
-    for _index in range(batch.count):
-        length, pos = _varint(buf, pos)
-        end = pos + length
-        timestamp_delta, cursor = _varint(buf, pos + 1)  # after the (unused) record attributes
-        offset_delta, start = _varint(buf, cursor)
-        key_length, cursor = _varint(buf, start)
-        value_length, cursor = _varint(buf, cursor + max(key_length, 0))
-        cursor += max(value_length, 0)
-        headers, after = _varint(buf, cursor)
-        timestamp = append_time if append_time is not None else batch.first_timestamp + timestamp_delta
-        yield batch.base_offset + offset_delta, timestamp, buf[start:cursor], headers, buf[after:end]
-        pos = end
+    try:
+        for _index in range(batch.count):
+            length, pos = _varint(buf, pos)
+            end = pos + length
+            timestamp_delta, cursor = _varint(buf, pos + 1)  # after the (unused) record attributes
+            offset_delta, start = _varint(buf, cursor)
+            key_length, cursor = _varint(buf, start)
+            value_length, cursor = _varint(buf, cursor + max(key_length, 0))
+            cursor += max(value_length, 0)
+            headers, after = _varint(buf, cursor)
+            if length < 0 or after > end or end > len(buf):
+                raise IndexError(pos)
+            timestamp = append_time if append_time is not None else batch.first_timestamp + timestamp_delta
+            yield batch.base_offset + offset_delta, timestamp, buf[start:cursor], headers, buf[after:end]
+            pos = end
+    except IndexError:
+        raise IntegrityError(
+            f"the record batch at offset {batch.base_offset} has a record that does not fit it (at byte {pos})"
+        ) from None
     if pos != len(buf):
         raise IntegrityError(
             f"the record batch at offset {batch.base_offset} holds bytes after its {batch.count} records"
         )
 
 
-def build_batch(records: list[bytes], first_timestamp: int, max_timestamp: int) -> bytes:
-    """A record batch (magic v2, uncompressed, CreateTime, no producer id) of framed ``records``."""
-    tail = _RESTORED.pack(0, len(records) - 1, first_timestamp, max_timestamp, -1, -1, -1, len(records))
+def build_batch(
+    records: list[bytes], first_timestamp: int, max_timestamp: int, producer: tuple = (-1, -1, -1)
+) -> bytes:
+    """A record batch (magic v2, uncompressed, CreateTime) of framed ``records``.
+
+    ``producer`` is the idempotent producer's ``(id, epoch, base sequence)``
+    (-1s: none).
+    """
+    tail = _RESTORED.pack(0, len(records) - 1, first_timestamp, max_timestamp, *producer, len(records))
     tail += b"".join(records)
     return struct.pack(">qiibI", 0, len(tail) + 9, -1, 2, _CRC32C.calc(tail)) + tail
 
@@ -251,39 +277,59 @@ def build_batch(records: list[bytes], first_timestamp: int, max_timestamp: int) 
 _ORIGIN_KEY = _zigzag(len(ORIGIN_HEADER)) + ORIGIN_HEADER.encode()
 
 
-def restored_batches(records: Iterator[tuple], max_bytes: int = PRODUCE_BYTES) -> Iterator[tuple[bytes, int, int, int]]:
-    """``(batch, records, first origin, last origin)``: the records re-framed into batches of about ``max_bytes``.
+def _framed(
+    offset: int, timestamp: int, key_value: bytes, headers: int, header_bytes: bytes, first_ts: int, index: int
+):
+    """One record framed for a restored batch whose first timestamp is ``first_ts``, at ``index`` in it."""
+    origin = str(offset).encode()
+    body = b"".join(
+        (
+            b"\x00" + _zigzag(timestamp - first_ts) + _zigzag(index),
+            key_value,
+            _zigzag(headers + 1),
+            header_bytes,
+            _ORIGIN_KEY,
+            _zigzag(len(origin)),
+            origin,
+        )
+    )
+    return _zigzag(len(body)) + body
+
+
+def restored_batches(
+    records: Iterator[tuple], max_bytes: int = PRODUCE_BYTES, producer: tuple[int, int] = (-1, -1)
+) -> Iterator[tuple[bytes, int, int, int]]:
+    """``(batch, records, first origin, last origin)``: the records re-framed into batches of at most ``max_bytes``.
 
     Each record keeps its key, value, headers and timestamp, and gains the
-    header :data:`ORIGIN_HEADER` (its source offset, in decimal).
+    header :data:`ORIGIN_HEADER` (its source offset, in decimal); a record
+    larger than ``max_bytes`` goes alone. With an idempotent ``producer``
+    (id, epoch), the batches carry it and their sequence numbers from 0.
     """
     framed: list[bytes] = []
-    size = first_ts = max_ts = first = last = 0
-    for offset, timestamp, key_value, headers, header_bytes in records:
-        if framed and size >= max_bytes:
-            yield build_batch(framed, first_ts, max_ts), len(framed), first, last
+    size = first_ts = max_ts = first = last = sequence = 0
+
+    def batch() -> bytes:
+        ident = (*producer, sequence) if producer[0] >= 0 else (-1, -1, -1)
+        return build_batch(framed, first_ts, max_ts, ident)
+
+    for record in records:
+        offset, timestamp = record[0], record[1]
+        one = _framed(*record, first_ts if framed else timestamp, len(framed))
+        if framed and size + len(one) > max_bytes:
+            yield batch(), len(framed), first, last
+            sequence = (sequence + len(framed)) & 0x7FFFFFFF
             framed, size = [], 0
+            one = _framed(*record, timestamp, 0)
         if not framed:
             first_ts = max_ts = timestamp
             first = offset
-        origin = str(offset).encode()
-        body = b"".join(
-            (
-                b"\x00" + _zigzag(timestamp - first_ts) + _zigzag(len(framed)),
-                key_value,
-                _zigzag(headers + 1),
-                header_bytes,
-                _ORIGIN_KEY,
-                _zigzag(len(origin)),
-                origin,
-            )
-        )
-        framed.append(_zigzag(len(body)) + body)
-        size += len(body)
+        framed.append(one)
+        size += len(one)
         max_ts = max(max_ts, timestamp)
         last = offset
     if framed:
-        yield build_batch(framed, first_ts, max_ts), len(framed), first, last
+        yield batch(), len(framed), first, last
 
 
 # ---------------------------------------------------------------- capture
@@ -500,9 +546,17 @@ class PartitionPlan:
     reach: int | None = None
 
 
-def message_sets(storage, source: str | None, trust: list | None = None) -> list:
-    """The complete ``kafka-messages`` sets of one source, oldest first (the only source when None)."""
-    sets = [s for s in list_sets(storage, KIND, trust=trust) if s.complete]
+def message_sets(storage, source: str | None, trust: list | None = None, required: bool = True) -> list:
+    """The complete ``kafka-messages`` sets of one source, oldest first (the only source when None).
+
+    With ``required`` false, a location where that source (any source, when
+    None) has no set at all, complete or not, gives an empty list: nothing
+    was captured. Sets that exist but are broken are still an error.
+    """
+    listed = list_sets(storage, KIND, trust=trust)
+    if not required and not any(source is None or s.source == source for s in listed):
+        return []
+    sets = [s for s in listed if s.complete]
     sources = sorted({s.source for s in sets})
     if source is None:
         if len(sources) != 1:
@@ -559,9 +613,9 @@ def groups_at(sets: list, target_ms: int | None) -> dict[str, dict]:
 # ---------------------------------------------------------------- restore: verify, produce, translate
 
 
-def _batch_body(head: bytes) -> int | None:
+def _batch_body(head: bytes) -> int | str:
     length = struct.unpack_from(">i", head, 8)[0]
-    return length if length >= _HEADER.size - 12 else None
+    return length if length >= _HEADER.size - 12 else f"a record batch with an invalid length {length}"
 
 
 def read_batches(reader, name: str) -> Iterator[Batch]:
@@ -571,14 +625,20 @@ def read_batches(reader, name: str) -> Iterator[Batch]:
 
 
 def check_segment(reader, name: str, facts: dict) -> None:
-    """Read a whole segment: framing, every batch's CRC, offsets and record count must match its manifest."""
+    """Read a whole segment: framing, every batch's CRC and records, offsets and counts must match its manifest.
+
+    Every record is walked (:func:`batch_records`, which also needs the
+    batch's codec), so a restore fails here, before anything is produced.
+    """
     records = 0
     first = last = None
     for batch in read_batches(reader, name):
         if not crc_ok(batch):
             raise IntegrityError(f"{name}: the record batch at offset {batch.base_offset} fails its CRC")
-        if batch.attributes & _CODEC:
-            decoder(batch)  # a codec this host cannot read fails here, before anything is produced
+        try:
+            collections.deque(batch_records(batch), maxlen=0)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{name}: {exc}") from None
         first = batch.base_offset if first is None else first
         last = batch.last_offset
         records += batch.count
@@ -608,8 +668,12 @@ class Target:
             self.leaders.update(self.cluster.leaders(sorted(topics)))
 
     def bounds(self, topic: str, part: int) -> tuple[int, int]:
-        """``(log start, high watermark)``."""
-        answer = self.cluster.fetch(self.leaders[(topic, part)], {(topic, part): 0}, 1)[(topic, part)]
+        """``(log start, high watermark)``; a broker error (say, not the leader any more) raises."""
+        answer = self.cluster.fetch(self.leaders[(topic, part)], {(topic, part): 0}, 1).get((topic, part))
+        if answer is None:
+            raise RetriableError(f"cannot read the bounds of {topic}-{part}: the broker's answer does not name it")
+        if answer.error not in (0, OFFSET_OUT_OF_RANGE):
+            raise broker_error(answer.error, f"read the bounds of {topic}-{part}")
         return max(answer.log_start_offset, 0), answer.high_watermark
 
     def record_at(self, topic: str, part: int, offset: int):
@@ -670,45 +734,65 @@ def records_to_restore(copies: list, identities: list[str], after: int | None, u
                     yield record
 
 
+def send_batch(target: Target, where: tuple[str, int], data: bytes, count: int) -> int:
+    """Send one batch until the broker acknowledges it; the target offset of its first record.
+
+    A retriable error (a leader that moved, a timeout, a lost connection)
+    sends the same bytes again, to the partition's leader read anew: the
+    batch carries the idempotent producer's id and sequence, so a broker that
+    already appended it drops the copy. After :data:`PRODUCE_RETRY_SECONDS`
+    of failures the error stops the restore.
+    """
+    failing_since = None
+    delay = 0.25
+    while True:
+        try:
+            base = target.cluster.produce(target.leaders[where], *where, data)
+            if base is None:  # the broker had it (an answer lost): it is the partition's last batch
+                base = target.bounds(*where)[1] - count
+            return base
+        except RetriableError as exc:
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since >= PRODUCE_RETRY_SECONDS:
+                raise SourceError(
+                    f"{exc} (retried for {PRODUCE_RETRY_SECONDS:g} s; run the restore again: it resumes after the "
+                    "last record the target holds)"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            with contextlib.suppress(SourceError):  # the leader as the cluster knows it now
+                target.refresh([where[0]])
+
+
 def produce(
-    target: Target, copies: list, identities: list[str], where: tuple[str, int], after, until_ms, batch_bytes: int
+    target: Target,
+    copies: list,
+    identities: list[str],
+    where: tuple[str, int],
+    after,
+    until_ms,
+    batch_bytes: int,
+    producer: tuple[int, int] = (-1, -1),
 ) -> dict:
     """Produce one partition's records after origin ``after`` (and at or before ``until_ms``), in order.
 
-    The records go as batches of about ``batch_bytes`` (:func:`restored_batches`),
-    one at a time, each acknowledged by every in-sync replica before the next
-    is sent: a failure leaves the target holding a prefix of the records, never
-    a gap. After a retriable error (a leader that moved, a timeout, a lost
-    connection) the target is read again and the restore goes on after its
-    last record, so a batch the broker appended but whose answer was lost is
-    not sent twice; :data:`PRODUCE_ATTEMPTS` failures in a row stop it.
-    Returns ``{produced, source_first, source_last, target_first, target_last}``
-    (``produced``: the records the broker acknowledged).
+    The records go as batches of at most ``batch_bytes`` (:func:`restored_batches`)
+    of the idempotent ``producer``, one at a time, each acknowledged by every
+    in-sync replica before the next is sent (:func:`send_batch`): a failure
+    leaves the target holding a prefix of the records, never a gap, and a
+    batch sent again is not appended twice. Returns ``{produced, source_first,
+    source_last, target_first, target_last}``.
     """
-    topic, part = where
     done = {"produced": 0, "source_first": None, "source_last": None, "target_first": None, "target_last": None}
-    attempt = 0
-    while True:
-        try:
-            records = records_to_restore(copies, identities, after, until_ms)
-            for data, count, first, last in restored_batches(records, batch_bytes):
-                base = target.cluster.produce(target.leaders[where], topic, part, data)
-                done["produced"] += count
-                done["source_first"] = first if done["source_first"] is None else done["source_first"]
-                done["target_first"] = base if done["target_first"] is None else done["target_first"]
-                done["source_last"], done["target_last"], after = last, base + count - 1, last
-                attempt = 0  # attempts count the failures in a row
-            return done
-        except RetriableError as exc:
-            attempt += 1
-            if attempt == PRODUCE_ATTEMPTS:
-                raise SourceError(
-                    f"{exc} ({attempt} attempts; run the restore again: it resumes after the last record the "
-                    "target holds)"
-                ) from None
-            time.sleep(min(2**attempt, 10) * 0.25)
-            target.refresh([topic])
-            after = target.resume_after(topic, part)[0]
+    records = records_to_restore(copies, identities, after, until_ms)
+    for data, count, first, last in restored_batches(records, batch_bytes, producer):
+        base = send_batch(target, where, data, count)
+        done["produced"] += count
+        done["source_first"] = first if done["source_first"] is None else done["source_first"]
+        done["target_first"] = base if done["target_first"] is None else done["target_first"]
+        done["source_last"], done["target_last"] = last, base + count - 1
+    return done
 
 
 def translate_groups(
@@ -796,6 +880,7 @@ def restore(cluster: Cluster, copies: dict, spec: RestoreSpec, warn: Callable[[s
     created = create_missing(cluster, spec, warn)
     target = Target(cluster)
     target.refresh(sorted({spec.name(t) for t, _p in spec.plans} - (set(created) if spec.check_mode else set())))
+    producer = (-1, -1) if spec.check_mode else cluster.init_producer()
     partitions: dict[str, dict] = {}
     records = 0
     for (topic, part), plan in sorted(spec.plans.items()):
@@ -807,8 +892,9 @@ def restore(cluster: Cluster, copies: dict, spec: RestoreSpec, warn: Callable[[s
             entry["produced"] = sum(1 for _record in pending)
         else:
             segments = copies.get((topic, part), [])
+            where = (name, part)
             entry.update(
-                produce(target, segments, spec.identities, (name, part), after, spec.until_ms, spec.batch_bytes)
+                produce(target, segments, spec.identities, where, after, spec.until_ms, spec.batch_bytes, producer)
             )
         records += entry["produced"]
         for hole in plan.holes:

@@ -422,9 +422,9 @@ def plan_restore(storage, source: str | None, target: Timestamp, trust: list | N
 # ---------------------------------------------------------------- slices: read, verify, replay
 
 
-def _bson_body(head: bytes) -> int | None:
+def _bson_body(head: bytes) -> int | str:
     size = _LEN.unpack(head)[0]
-    return size - 4 if 5 <= size <= MAX_DOC else None
+    return size - 4 if 5 <= size <= MAX_DOC else f"an invalid BSON document length {size}"
 
 
 def iter_bson(reader, name: str) -> Iterator[bytes]:

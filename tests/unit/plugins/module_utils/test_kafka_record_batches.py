@@ -255,10 +255,34 @@ def test_restored_batches_split_at_the_size_and_a_log_append_time_batch_keeps_it
     struct.pack_into(">I", appended, 17, crc32c(memoryview(appended)[21:]))
     records = list(messages.batch_records(next(messages.split_batches(bytes(appended)))))
     assert [r[1] for r in records] == [5000] * 5
-    parts = list(messages.restored_batches(iter(records * 1), max_bytes=40))
-    assert [(count, first, last) for _d, count, first, last in parts] == [(2, 0, 1), (2, 2, 3), (1, 4, 4)]
-    assert [r[0] for d, *_rest in parts for r in decoded(d)] == [0, 1, 0, 1, 0]
-    assert messages.origin_of(DefaultRecordBatch(parts[1][0]).__iter__().__next__()) == 2
+    parts = list(messages.restored_batches(iter(records), max_bytes=70))
+    assert len(parts) > 1 and all(len(d) - 61 <= 70 for d, *_rest in parts)  # 61: the batch header
+    assert parts[0][2] == 0 and parts[-1][3] == 4
+    assert [first for _d, _c, first, _l in parts][1:] == [last + 1 for _d, _c, _f, last in parts][:-1]
+    assert sum(count for _d, count, _f, _l in parts) == 5
+    second = next(iter(DefaultRecordBatch(parts[1][0])))
+    assert second.offset == 0 and messages.origin_of(second) == parts[1][2]
+
+
+def test_a_record_larger_than_the_batch_size_goes_alone_and_batches_carry_the_producer_and_its_sequence():
+    big = (3, 1000, b"\x02k" + b"\xd0\x0f" + b"x" * 1000, 0, b"")  # key "k", a 1000-byte value
+    small = [(i, 1000, b"\x02k\x02v", 0, b"") for i in (0, 1, 2, 4, 5)]
+    parts = list(messages.restored_batches(iter([*small[:3], big, *small[3:]]), max_bytes=100, producer=(7, 3)))
+    assert [(count, first, last) for _d, count, first, last in parts] == [(3, 0, 2), (1, 3, 3), (2, 4, 5)]
+    heads = [next(messages.split_batches(d)) for d, *_rest in parts]
+    assert [h.producer_id for h in heads] == [7, 7, 7]
+    assert [struct.unpack_from(">hi", d, 51) for d, *_rest in parts] == [(3, 0), (3, 3), (3, 4)]  # epoch, sequence
+    assert next(iter(DefaultRecordBatch(parts[1][0]))).value == b"x" * 1000
+    plain = next(messages.restored_batches(iter(small)))
+    assert struct.unpack_from(">qhi", plain[0], 43) == (-1, -1, -1)  # no producer: no id, epoch or sequence
+
+
+def test_a_batch_claiming_more_records_than_it_holds_fails_the_segment_check():
+    data = bytearray(batch(0, 2))
+    struct.pack_into(">i", data, 57, 3)  # says 3 records, holds 2
+    struct.pack_into(">I", data, 17, crc32c(memoryview(data)[21:]))
+    with pytest.raises(IntegrityError, match="seg: the record batch at offset 0 has a record that does not fit it"):
+        messages.check_segment(io.BytesIO(bytes(data)), "seg", {"records": 3, "first_offset": 0, "last_offset": 1})
 
 
 def test_a_batch_with_bytes_after_its_records_is_refused():

@@ -171,6 +171,7 @@ BAD: dict[str, st.SearchStrategy] = {
             "restore_groups",
             "create_topics",
             "label_location",
+            "required",
         )
     },
     **{name: choices for name in ("compression", "mode", "method", "level", "offsets", "replay_method")},
