@@ -87,7 +87,7 @@ _CODEC, _LOG_APPEND_TIME, _TRANSACTIONAL, _CONTROL = 0x07, 0x08, 0x10, 0x20
 _ABORT = 0
 _CRC_FROM = 21  # a batch's CRC covers its bytes from the attributes on
 # A restored batch's header after the CRC: attributes, lastOffsetDelta, firstTimestamp, maxTimestamp,
-# producerId, producerEpoch, baseSequence, recordCount (no producer id: the broker appends it as it comes).
+# producerId, producerEpoch, baseSequence (the idempotent producer's, see build_batch), recordCount.
 _RESTORED = struct.Struct(">hiqqqhii")
 PRODUCE_BYTES = 512 * 1024  # a restored batch's records by default (below Kafka's default max.message.bytes of 1 MiB)
 PRODUCE_RETRY_SECONDS = 60.0  # how long a batch is sent again after retriable errors (a leader election takes seconds)
