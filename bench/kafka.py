@@ -65,7 +65,7 @@ from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOpt
 
 TOPIC = "bench"
 PARTITIONS = 3
-REPEAT = 3  # runs of kcat and of the capture, the best kept
+REPEAT = 5  # runs of kcat and of the capture, the best kept
 
 
 def fill(url: str, records: int, value: int) -> None:

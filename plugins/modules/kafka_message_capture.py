@@ -54,6 +54,9 @@ attributes:
       - Reads the positions of the previous set and each partition's offsets, and reports what would be captured
         (RV(pending) offsets per partition, RV(lost) ranges); takes no lock, fetches no record and writes nothing.
 notes:
+  - Records are read over connections of their own (besides the admin client's), to the same broker addresses and
+    with the same security options; two partitions are read at once, so up to three connections per broker are
+    open during a run.
   - Tansu (the broker the tests run) cannot delete records (DeleteRecords), so the lost-range report is tested on
     recorded fetch answers only.
 seealso:

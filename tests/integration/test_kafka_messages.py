@@ -11,12 +11,16 @@ What Tansu (tests/support/services.py) cannot do, and where it is tested instead
 
 import datetime
 import json
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
 import pytest
+import services
 from harness import REPO, dr_report, module_env, run_module, run_playbook, s3_storage
 
 from ansible_collections.caas.backup.plugins.module_utils.catalog import list_sets
@@ -31,12 +35,12 @@ BASE_TS = 1_700_000_000_000
 PARTITIONS = 3
 
 
-def produce(url, topic, start, count):
+def produce(url, topic, start, count, **client):
     """``count`` records spread over the partitions: keys, two headers, every 11th value null, rising timestamps.
 
-    Returns the records sent per partition: [(key, value, headers, timestamp)].
+    Returns the records sent per partition: [(key, value, headers, timestamp)]. ``client``: more producer settings.
     """
-    producer = KafkaProducer(bootstrap_servers=url, linger_ms=20, batch_size=16384)
+    producer = KafkaProducer(bootstrap_servers=url, linger_ms=20, batch_size=16384, **client)
     sent = {p: [] for p in range(PARTITIONS)}
     for i in range(start, start + count):
         part = i % PARTITIONS
@@ -366,3 +370,115 @@ def test_a_lost_produce_answer_is_sent_again_and_dropped_by_the_broker_and_a_las
         messages.restore(cluster, copies, spec, lambda _msg: None)
     got = read_all(lasting, "events")
     assert [origin(hs) for _o, _k, _v, hs, _ts in got[0]] == list(range(len(got[0]))) and len(got[0]) > 0
+
+
+class TlsFront:
+    """A TLS endpoint in front of a plaintext broker (Tansu 0.6's own TLS does not start): decrypts and forwards."""
+
+    def __init__(self, cert, key, port, backend):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.backend = backend
+        self.server = socket.create_server((services.HOST, port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _addr = self.server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            client = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()  # a client that refused the certificate
+            return
+        backend = socket.create_connection(self.backend)
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(1 << 16):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for end in (src, dst):
+                end.close()
+
+        threading.Thread(target=pump, args=(backend, client), daemon=True).start()
+        pump(client, backend)
+
+    def close(self):
+        self.server.close()
+
+
+def test_capture_and_restore_over_tls_read_every_record_through_the_verified_connection(
+    env, file_url, broker, tmp_path
+):
+    """security_protocol SSL end to end: kafka-python's admin client and the capture's own record connection
+    (kafka.client.Link) both verify the broker's certificate against ssl_cafile and its IP address; a CA that did
+    not sign it fails the capture with the TLS cause. The TLS front is a test helper: Tansu 0.6 takes a --cert
+    option but its listener stays plaintext."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subj = ["-subj", f"/CN={services.HOST}", "-addext", f"subjectAltName=IP:{services.HOST}"]
+    cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", *subj]
+    subprocess.run([*cmd, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    front_port, kafka_port = services.free_port(), services.free_port()
+    front = TlsFront(cert, key, front_port, (services.HOST, kafka_port))
+    try:
+        source = services.start_kafka(tmp_path / "kafka-tls", kafka_port, advertised_port=front_port)
+        try:
+            front_url = f"{services.HOST}:{front_port}"
+            client = dict(security_protocol="SSL", ssl_cafile=str(cert))
+            admin = KafkaAdminClient(bootstrap_servers=front_url, **client)
+            admin.create_topics({"orders": {"num_partitions": PARTITIONS, "replication_factor": 1}})
+            admin.close()
+            sent = produce(front_url, "orders", 0, 1200, **client)
+            tls = dict(bootstrap_servers=[front_url], security_protocol="SSL")
+            other = tmp_path / "other.pem"
+            subprocess.run(
+                [*cmd, "-keyout", str(tmp_path / "other.key"), "-out", str(other)], check=True, capture_output=True
+            )
+            refused = run_module(
+                "kafka_message_capture", dict(tls, storage_url=file_url, ssl_cafile=str(other), connect_timeout=3), env
+            )
+            assert refused["rc"] != 0 and "SSL handshake failed" in refused["msg"], refused
+            captured = run_module("kafka_message_capture", dict(tls, storage_url=file_url, ssl_cafile=str(cert)), env)
+            assert captured["rc"] == 0 and captured["records"] == 1200, captured
+        finally:
+            source.stop()
+    finally:
+        front.close()
+    target = broker().url
+    done = run_module("kafka_message_restore", dict(storage_url=file_url, bootstrap_servers=[target]), env)
+    assert done["rc"] == 0 and done["records"] == 1200, done
+    got = read_all(target, "orders")
+    for part in range(PARTITIONS):
+        assert [(k, v, ts) for _o, k, v, _h, ts in got[part]] == [(k, v, ts) for k, v, _h, ts in sent[part]]
+
+
+def test_a_record_connection_the_broker_closed_is_replaced_and_a_broker_gone_is_a_retriable_error(broker):
+    """The capture's own connections (kafka.client.Link) stay open between reads: one the broker closed while it
+    was idle is replaced and the read sent again; with the broker gone, the read fails as retriable, naming it."""
+    from ansible_collections.caas.backup.plugins.module_utils.kafka.client import Cluster, RetriableError
+
+    handle = broker()
+    admin = KafkaAdminClient(bootstrap_servers=handle.url)
+    admin.create_topics({"events": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    produce(handle.url, "events", 0, 30)
+    where = ("events", 0)
+    with Cluster({"bootstrap_servers": [handle.url], "connect_timeout": 2}) as cluster:
+        leader = cluster.leaders(["events"])[where]
+        first = cluster.fetch(leader, {where: 0}, 1 << 20)[where]
+        assert first.error == 0 and first.high_watermark == 10 and first.records
+        (link,) = cluster._links[leader]
+        link._sock.shutdown(socket.SHUT_RDWR)  # as the broker closing an idle connection
+        again = cluster.fetch(leader, {where: 0}, 1 << 20)[where]
+        assert again.records == first.records
+        assert len(cluster._links[leader]) == 1 and cluster._links[leader][0] is not link
+        handle.stop()
+        with pytest.raises(RetriableError, match="cannot fetch Kafka records: ConnectionRefusedError"):
+            cluster.fetch(leader, {where: 0}, 1 << 20)

@@ -13,8 +13,11 @@ feature (Tansu, the test stand-in, lacks several: see
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import socket
+import struct
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -46,9 +49,12 @@ try:
             ResourcePatternFilter,
             ResourceType,
         )
+        from kafka.net.sasl import get_sasl_mechanism
+        from kafka.net.transport import KafkaSSLTransport
         from kafka.protocol.admin import DescribeGroupsRequest
         from kafka.protocol.consumer import FetchRequest
         from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
+        from kafka.protocol.sasl import SaslAuthenticateRequest, SaslHandshakeRequest
         from kafka.structs import OffsetAndMetadata
     KAFKA_IMPORT_ERROR = None
 except ImportError:  # reported by the modules with missing_required_lib
@@ -251,6 +257,79 @@ def probe(servers: list[str], timeout: float) -> None:
     raise SourceError(f"cannot reach any bootstrap server ({'; '.join(causes)})")
 
 
+class Link:
+    """A blocking connection to one broker that reads each answer whole: the record reads (Fetch) go through it.
+
+    kafka-python's client receives an answer 4 KiB at a time on its I/O
+    thread and stitches it together in Python, which made the capture
+    CPU-bound; this reads the framed answer into one buffer. TLS (the SSL
+    context kafka-python builds from the same options) and SASL (its PLAIN
+    and SCRAM mechanisms, SaslHandshake v1) are kafka-python's own.
+    """
+
+    def __init__(self, config: dict, host: str, port: int, version_of) -> None:
+        self._version_of = version_of  # request class -> the version the brokers and kafka-python share
+        self._correlation = 0
+        protocol = config["security_protocol"]
+        sock = socket.create_connection((host, port), timeout=config["bootstrap_timeout_ms"] / 1000)
+        try:
+            if protocol in ("SSL", "SASL_SSL"):
+                ssl_config = dict(KafkaSSLTransport.DEFAULT_CONFIG)
+                ssl_config.update({k: v for k, v in config.items() if k in ssl_config})
+                context = KafkaSSLTransport._build_ssl_context(ssl_config)  # kafka-python's, from the same options
+                sock = context.wrap_socket(sock, server_hostname=host)
+            sock.settimeout(config["request_timeout_ms"] / 1000)
+            self._sock = sock
+            if protocol.startswith("SASL_"):
+                self._authenticate(config, host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def request(self, request):
+        """Send one request and read its answer (raises OSError on a lost connection, SourceError on a bad frame)."""
+        version = self._version_of(request)
+        self._correlation += 1
+        request.API_VERSION = version
+        request.with_header(correlation_id=self._correlation, client_id="caas-backup")
+        self._sock.sendall(request.encode(framed=True, header=True))
+        (size,) = struct.unpack(">i", self._read(4))
+        answer = io.BytesIO(self._read(size))
+        kind = request.header.get_response_class()
+        if kind.parse_header(answer).correlation_id != self._correlation:
+            raise SourceError("the broker answered another request than the one sent (correlation id)")
+        return kind.decode(answer)
+
+    def _read(self, size: int) -> bytearray:
+        buf = bytearray(size)
+        view, got = memoryview(buf), 0
+        while got < size:
+            n = self._sock.recv_into(view[got:])
+            if not n:
+                raise ConnectionError("the broker closed the connection")
+            got += n
+        return buf
+
+    def _authenticate(self, config: dict, host: str) -> None:
+        """SASL as kafka-python does it (SaslHandshake v1 then SaslAuthenticate), with its mechanism classes."""
+        name = config["sasl_mechanism"]
+        answer = self.request(SaslHandshakeRequest(mechanism=name, min_version=1))
+        if answer.error_code:
+            raise SourceError(f"the broker does not offer SASL {name} (it offers {', '.join(answer.mechanisms)})")
+        mechanism = get_sasl_mechanism(name)(host=host, **config)
+        while not mechanism.is_done():
+            answer = self.request(SaslAuthenticateRequest(auth_bytes=mechanism.auth_bytes()))
+            if answer.error_code:
+                raise SourceError(f"authentication failed (SASL {name}: {answer.error_message})")
+            mechanism.receive(answer.auth_bytes)
+        if not mechanism.is_authenticated():
+            raise SourceError(f"authentication failed (SASL {name})")
+
+
 class Cluster:
     """An admin client (and, when needed, a record reader) on one Kafka cluster."""
 
@@ -258,6 +337,8 @@ class Cluster:
         self.config = client_config(params)
         probe(self.config["bootstrap_servers"], min(self.config["bootstrap_timeout_ms"] / 1000, 10))
         self._consumer = None
+        self._links: dict[int, list[Link]] = {}  # per broker, the links no thread is using now
+        self._links_lock = threading.Lock()
         try:
             with kafka_errors_as("connect to Kafka"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -278,6 +359,8 @@ class Cluster:
 
     def close(self) -> None:
         """Close the clients (best effort: the module is exiting anyway)."""
+        for link in (link for free in self._links.values() for link in free):
+            link.close()
         with contextlib.suppress(Exception):
             if self._consumer is not None:
                 self._consumer.close()
@@ -423,7 +506,7 @@ class Cluster:
             topics=[FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
             max_version=FETCH_VERSION,
         )
-        response = self._send(request, leader, "fetch Kafka records")
+        response = self._over_link(request, leader, "fetch Kafka records")
         found = {}
         for topic in response.responses:
             for data in topic.partitions:
@@ -436,6 +519,45 @@ class Cluster:
                     bytes(data.records or b""),
                 )
         return found
+
+    def _over_link(self, request, node_id: int, action: str):
+        """One read request over a :class:`Link` to this broker: a free one, or a new one (a link per thread at once).
+
+        A link that fails is closed. A kept link the broker closed while it
+        was idle (``connections.max.idle.ms``) is replaced once, the request
+        sent again (a read changes nothing); a lost new connection raises
+        :class:`RetriableError`.
+        """
+        with self._links_lock:
+            free = self._links.setdefault(node_id, [])
+            link = free.pop() if free else None
+        while True:
+            kept = link is not None
+            try:
+                if link is None:
+                    link = self._open_link(node_id, action)
+                answer = link.request(request)
+                break
+            except BaseException as exc:
+                if link is not None:
+                    link.close()
+                    link = None
+                if isinstance(exc, OSError) and kept:
+                    continue
+                if isinstance(exc, OSError):
+                    raise RetriableError(str(translate_error(exc, action))) from None
+                if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
+                    raise translate_error(exc, action) from None
+                raise
+        with self._links_lock:
+            free.append(link)
+        return answer
+
+    def _open_link(self, node_id: int, action: str) -> Link:
+        broker = self.admin._manager.cluster.broker_metadata(node_id)
+        if broker is None:
+            raise RetriableError(f"cannot {action}: broker {node_id} is not in the cluster metadata")
+        return Link(self.config, broker.host, broker.port, self.admin._manager.broker_version_data.api_version)
 
     def _send(self, request, node_id: int | None, action: str):
         """One request to a broker (any broker when ``node_id`` is None) and its answer.

@@ -79,6 +79,7 @@ KIND = "kafka-messages"
 STREAM = "kafka-messages"  # the capture lock's name
 ORIGIN_HEADER = "caas.origin.offset"
 FETCH_BYTES = 4 * 1024 * 1024  # per partition and request; the broker sends at least one whole batch
+CAPTURE_WORKERS = 2  # partitions captured at once, each over its own connection with a Fetch in flight
 OFFSET_OUT_OF_RANGE = 1
 # baseOffset, batchLength, partitionLeaderEpoch, magic, crc, attributes, lastOffsetDelta,
 # firstTimestamp, maxTimestamp, producerId, producerEpoch, baseSequence, recordCount
@@ -425,32 +426,62 @@ def open_streams(cluster: Cluster, leaders: dict, positions: dict[str, int]) -> 
     return streams
 
 
-def drain(cluster: Cluster, leader: int, stream: Stream, backup: SetWriter | None) -> int:
-    """Write the partition's committed batches from its position up to its end as one segment; records written.
+def fetched(
+    cluster: Cluster, leaders: dict, streams: list[Stream]
+) -> Iterator[tuple[Stream, int, Fetched, list[Batch]]]:
+    """Every partition's answers up to its end, partition after partition: (stream, offset asked, answer, batches).
 
-    With ``backup`` None (check mode) nothing is fetched: the pending offsets are returned.
+    The next Fetch, of the same partition or of the next one, travels while
+    the caller writes the answer just yielded; the stream's position has
+    already moved past that answer.
     """
-    if stream.position >= stream.end:
-        return 0
-    if backup is None:
-        return stream.end - stream.position
-    key = (stream.topic, stream.partition)
-    facts: dict = {}
-    out = None
-    with contextlib.ExitStack() as stack:
-        prefetch = stack.enter_context(ThreadPoolExecutor(1))  # the next Fetch travels while this answer is written
-        pending = prefetch.submit(cluster.fetch, leader, {key: stream.position}, FETCH_BYTES)
-        while stream.position < stream.end:
-            answer: Fetched = pending.result()[key]
+    todo = iter([s for s in streams if s.position < s.end])
+    with ThreadPoolExecutor(1) as prefetch:
+
+        def ask(stream: Stream):
+            key = (stream.topic, stream.partition)
+            return prefetch.submit(cluster.fetch, leaders[key], {key: stream.position}, FETCH_BYTES)
+
+        stream = next(todo, None)
+        pending = ask(stream) if stream else None
+        while stream is not None:
+            answer: Fetched = pending.result()[(stream.topic, stream.partition)]
             if answer.error:
                 raise SourceError(f"cannot fetch {stream.key} at offset {stream.position}: error code {answer.error}")
             seen = list(split_batches(answer.records, stream.key))
             if not seen:
                 raise SourceError(f"{stream.key}: the broker answered no record batch at offset {stream.position}")
-            start = stream.position
+            current, start = stream, stream.position
             stream.position = min(max(stream.position, seen[-1].last_offset + 1), stream.end)
-            if stream.position < stream.end:
-                pending = prefetch.submit(cluster.fetch, leader, {key: stream.position}, FETCH_BYTES)
+            if stream.position >= stream.end:
+                stream = next(todo, None)
+            if stream is not None:
+                pending = ask(stream)
+            yield current, start, answer, seen
+
+
+def drain(cluster: Cluster, leaders: dict, streams: dict, backup: SetWriter) -> int:
+    """Write each partition's committed batches from its position up to its end as one segment; records written.
+
+    CAPTURE_WORKERS partitions are read at once, each over its own connection.
+    """
+    todo = [s for s in streams.values() if s.position < s.end]
+    groups = [todo[n::CAPTURE_WORKERS] for n in range(min(CAPTURE_WORKERS, len(todo)))]
+    if len(groups) < 2:
+        return drain_in_turn(cluster, leaders, todo, backup)
+    with ThreadPoolExecutor(len(groups)) as pool:
+        return sum(pool.map(lambda group: drain_in_turn(cluster, leaders, group, backup), groups))
+
+
+def drain_in_turn(cluster: Cluster, leaders: dict, streams: list[Stream], backup: SetWriter) -> int:
+    """:func:`drain` of some partitions, one after the other."""
+    records = 0
+    with contextlib.ExitStack() as stack:
+        writing, out, facts = None, None, {}
+        for stream, start, answer, seen in fetched(cluster, leaders, streams):
+            if stream is not writing:
+                stack.close()  # the previous partition's segment is complete
+                writing, out = stream, None
             for batch in committed(iter(seen), answer.aborted):
                 if batch.last_offset < start or batch.base_offset >= stream.end:
                     continue
@@ -459,15 +490,15 @@ def drain(cluster: Cluster, leader: int, stream: Stream, backup: SetWriter | Non
                     out = stack.enter_context(backup.object(stem))
                     facts = {"object": stem, "first_offset": batch.base_offset, "records": 0, "batches": 0}
                     facts.update(first_timestamp=batch.first_timestamp, last_timestamp=batch.max_timestamp)
+                    stream.segments.append(facts)
                 out.write(batch.data)
+                records += batch.count
                 facts["records"] += batch.count
                 facts["batches"] += 1
                 facts["last_offset"] = batch.last_offset
                 facts["first_timestamp"] = min(facts["first_timestamp"], batch.first_timestamp)
                 facts["last_timestamp"] = max(facts["last_timestamp"], batch.max_timestamp)
-    if facts:
-        stream.segments.append(facts)
-    return facts.get("records", 0)
+    return records
 
 
 @dataclass
@@ -499,12 +530,12 @@ def capture(
     lost = {s.key: s.lost for s in streams.values() if s.lost}
     base = dict(source=source, continues=continues, lost=lost, partitions=len(streams))
     if check_mode:
-        pending = {s.key: drain(cluster, leaders[k], s, None) for k, s in streams.items()}
+        pending = {s.key: max(0, s.end - s.position) for s in streams.values()}
         return dict(base, changed=any(pending.values()) or bool(lost), pending=pending, records=0)
     storage.check()
     backup = SetWriter(storage, KIND, source, write_options, tags)
     with backup:
-        records = sum(drain(cluster, leaders[k], s, backup) for k, s in streams.items())
+        records = drain(cluster, leaders, streams, backup)
         deadline = time.monotonic() + options.duration
         while time.monotonic() < deadline:
             time.sleep(min(options.poll_seconds, max(0.0, deadline - time.monotonic())))
@@ -514,7 +545,7 @@ def capture(
                 ends.update({k: a.end for k, a in cluster.fetch(leader, mine, 1).items()})
             for key, stream in streams.items():
                 stream.end = max(stream.end, ends.get(key, stream.end))
-                records += drain(cluster, leaders[key], stream, backup)
+            records += drain(cluster, leaders, streams, backup)
         if not records and not lost:
             backup.discard()
             return dict(base, changed=False, backup_id="", records=0, positions=positions)
