@@ -230,6 +230,16 @@ def kafka_errors_as(action: str) -> Iterator[None]:
         raise
 
 
+def request_error(exc: BaseException, action: str) -> BaseException:
+    """What a failed request to a broker raises: :class:`RetriableError` for a lost connection or a retriable
+    kafka-python error, :class:`SourceError` for another kafka-python error, any other exception as it is."""
+    if isinstance(exc, OSError):
+        return RetriableError(str(translate_error(exc, action)))
+    if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
+        return (RetriableError if exc.retriable else SourceError)(str(translate_error(exc, action)))
+    return exc
+
+
 def broker_error(code: int, action: str, detail: str | None = None) -> SourceError:
     """The error a broker's error code means: :class:`RetriableError` when a later attempt may succeed."""
     error = kafka_errors.for_code(code)
@@ -544,11 +554,10 @@ class Cluster:
                     link = None
                 if isinstance(exc, OSError) and kept:
                     continue
-                if isinstance(exc, OSError):
-                    raise RetriableError(str(translate_error(exc, action))) from None
-                if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
-                    raise translate_error(exc, action) from None
-                raise
+                error = request_error(exc, action)
+                if error is exc:
+                    raise
+                raise error from None
         with self._links_lock:
             free.append(link)
         return answer
@@ -572,12 +581,11 @@ class Cluster:
 
         try:
             return admin._manager.run(send)
-        except OSError as exc:
-            raise RetriableError(str(translate_error(exc, action))) from None
         except Exception as exc:
-            if KAFKA_IMPORT_ERROR is None and isinstance(exc, kafka_errors.KafkaError):
-                raise (RetriableError if exc.retriable else SourceError)(str(translate_error(exc, action))) from None
-            raise
+            error = request_error(exc, action)
+            if error is exc:
+                raise
+            raise error from None
 
     def init_producer(self) -> tuple[int, int]:
         """A new idempotent producer's ``(producer id, epoch)``: the brokers drop a batch of it they already have."""

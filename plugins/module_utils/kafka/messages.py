@@ -435,7 +435,7 @@ def fetched(
     the caller writes the answer just yielded; the stream's position has
     already moved past that answer.
     """
-    todo = iter([s for s in streams if s.position < s.end])
+    todo = iter(streams)  # drain passes only partitions with offsets left
     with ThreadPoolExecutor(1) as prefetch:
 
         def ask(stream: Stream):
