@@ -9,6 +9,7 @@ What Tansu (tests/support/services.py) cannot do, and where it is tested instead
 * ListOffsets LATEST counts batches: capture and restore read every end by Fetch, which Tansu answers right.
 """
 
+import dataclasses
 import datetime
 import json
 import socket
@@ -482,3 +483,57 @@ def test_a_record_connection_the_broker_closed_is_replaced_and_a_broker_gone_is_
         handle.stop()
         with pytest.raises(RetriableError, match="cannot fetch Kafka records: ConnectionRefusedError"):
             cluster.fetch(leader, {where: 0}, 1 << 20)
+
+
+def test_a_read_answered_with_no_batch_before_the_end_is_asked_again_and_one_that_stays_empty_fails(
+    file_url, tmp_path, broker, monkeypatch
+):
+    """Fault injection on a real broker: Tansu once answered a read before the end with no record batch (seen in
+    the bench, not reproducible on demand), so answers are emptied on the way. The capture asks again and still
+    gets every record once; answers that stay empty fail naming the partition, offset and end, writing no set."""
+    from ansible_collections.caas.backup.plugins.module_utils.common import SourceError
+    from ansible_collections.caas.backup.plugins.module_utils.kafka import messages
+    from ansible_collections.caas.backup.plugins.module_utils.kafka.client import Cluster
+    from ansible_collections.caas.backup.plugins.module_utils.storage import open_storage
+    from ansible_collections.caas.backup.plugins.module_utils.stream import WriteOptions
+
+    url = broker().url
+    admin = KafkaAdminClient(bootstrap_servers=url)
+    admin.create_topics({"events": {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    for start in range(0, 600, 60):  # ten batches or more per partition
+        produce(url, "events", start, 60)
+
+    class EmptiesAnswers(Cluster):
+        """The real cluster; the record reads numbered in ``empty`` come back with no records."""
+
+        def __init__(self, params, empty):
+            super().__init__(params)
+            self.reads, self.empty = 0, empty
+
+        def fetch(self, leader, wanted, max_bytes, max_wait_ms=10):
+            found = super().fetch(leader, wanted, max_bytes, max_wait_ms)
+            if max_bytes == messages.FETCH_BYTES:  # a record read, not the capture's probe of where logs end
+                self.reads += 1
+                if self.reads in self.empty:
+                    found = {key: dataclasses.replace(answer, records=b"") for key, answer in found.items()}
+            return found
+
+    monkeypatch.setattr(messages, "FETCH_BYTES", 100)  # less than a batch: a batch or so per read
+    monkeypatch.setattr(messages, "FETCH_RETRY_SECONDS", 0.3)
+    storage = open_storage(file_url)
+    with EmptiesAnswers({"bootstrap_servers": [url]}, {1, 4, 5, 9}) as cluster:
+        done = messages.capture(cluster, storage, "events", WriteOptions("zstd"), [], messages.CaptureOptions())
+    assert cluster.reads >= 14 and done["records"] == 600
+    (captured,) = messages.message_sets(storage, "events")
+    assert {k: (p["first_offset"], p["last_offset"]) for k, p in captured.facts["partitions"].items()} == {
+        f"events-{p}": (0, 199) for p in range(PARTITIONS)
+    }
+
+    (tmp_path / "again").mkdir()
+    again = open_storage(f"file://{tmp_path}/again")
+    stays = EmptiesAnswers({"bootstrap_servers": [url]}, set(range(3, 1000)))
+    message = r"events-\d: the broker answered no record batch at offset \d+, before the end at 200, for 0.3 s"
+    with stays as cluster, pytest.raises(SourceError, match=message):
+        messages.capture(cluster, again, "events", WriteOptions(), [], messages.CaptureOptions())
+    assert stays.reads > 5 and not [s for s in list_sets(again, "kafka-messages", "events") if s.complete]

@@ -80,6 +80,7 @@ STREAM = "kafka-messages"  # the capture lock's name
 ORIGIN_HEADER = "caas.origin.offset"
 FETCH_BYTES = 4 * 1024 * 1024  # per partition and request; the broker sends at least one whole batch
 CAPTURE_WORKERS = 2  # partitions captured at once, each over its own connection with a Fetch in flight
+FETCH_RETRY_SECONDS = 5.0  # how long a partition's read is asked again while the broker answers it with no batch
 OFFSET_OUT_OF_RANGE = 1
 # baseOffset, batchLength, partitionLeaderEpoch, magic, crc, attributes, lastOffsetDelta,
 # firstTimestamp, maxTimestamp, producerId, producerEpoch, baseSequence, recordCount
@@ -444,13 +445,23 @@ def fetched(
 
         stream = next(todo, None)
         pending = ask(stream) if stream else None
+        empty_since = None
         while stream is not None:
             answer: Fetched = pending.result()[(stream.topic, stream.partition)]
             if answer.error:
                 raise SourceError(f"cannot fetch {stream.key} at offset {stream.position}: error code {answer.error}")
             seen = list(split_batches(answer.records, stream.key))
-            if not seen:
-                raise SourceError(f"{stream.key}: the broker answered no record batch at offset {stream.position}")
+            if not seen:  # before the end: a broker can answer so now and then (Tansu does); ask again, for a while
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since > FETCH_RETRY_SECONDS:
+                    raise SourceError(
+                        f"{stream.key}: the broker answered no record batch at offset {stream.position}, before the "
+                        f"end at {stream.end}, for {FETCH_RETRY_SECONDS:g} s"
+                    )
+                time.sleep(0.05)
+                pending = ask(stream)
+                continue
+            empty_since = None
             current, start = stream, stream.position
             stream.position = min(max(stream.position, seen[-1].last_offset + 1), stream.end)
             if stream.position >= stream.end:
