@@ -56,7 +56,8 @@ attributes:
 notes:
   - Records are read over connections of their own (besides the admin client's), to the same broker addresses and
     with the same security options; two partitions are read at once, so up to three connections per broker are
-    open during a run.
+    open during a run. They read with Fetch v11, so the brokers must be Kafka 2.3 or newer; an older one is refused
+    by name.
   - Tansu (the broker the tests run) cannot delete records (DeleteRecords), so the lost-range report is tested on
     recorded fetch answers only.
 seealso:

@@ -102,6 +102,8 @@ notes:
   - The records are produced by an idempotent producer (InitProducerId). With an authorizer, the restore's user
     needs WRITE on the target topics (CREATE too when topics are created) and, on brokers older than Kafka 3.0
     (KIP-679), IDEMPOTENT_WRITE on the cluster.
+  - The target's ends and the origin headers already restored are read with Fetch v11, so the target must be
+    Kafka 2.3 or newer.
   - Tansu (the broker the tests run) has no DeleteRecords and no log retention, so a lost range in a set is tested
     on recorded data; its ListOffsets is wrong for multi-record batches, so the target's ends are read by Fetch.
 seealso:

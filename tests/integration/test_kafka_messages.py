@@ -462,7 +462,9 @@ def test_capture_and_restore_over_tls_read_every_record_through_the_verified_con
 
 def test_a_record_connection_the_broker_closed_is_replaced_and_a_broker_gone_is_a_retriable_error(broker):
     """The capture's own connections (kafka.client.Link) stay open between reads: one the broker closed while it
-    was idle is replaced and the read sent again; with the broker gone, the read fails as retriable, naming it."""
+    was idle is replaced and the read sent again; with the broker gone, the read fails as retriable, naming it.
+    A broker without Fetch v11 (the version the links write and read) is refused by name."""
+    from ansible_collections.caas.backup.plugins.module_utils.common import SourceError
     from ansible_collections.caas.backup.plugins.module_utils.kafka.client import Cluster, RetriableError
 
     handle = broker()
@@ -482,6 +484,14 @@ def test_a_record_connection_the_broker_closed_is_replaced_and_a_broker_gone_is_
         assert len(cluster._links[leader]) == 1 and cluster._links[leader][0] is not link
         handle.stop()
         with pytest.raises(RetriableError, match="cannot fetch Kafka records: ConnectionRefusedError"):
+            cluster.fetch(leader, {where: 0}, 1 << 20)
+
+    older = broker()  # Tansu answers Fetch up to v11: the ApiVersions answer of a broker before Kafka 2.3 written in
+    with Cluster({"bootstrap_servers": [older.url]}) as cluster:
+        cluster.create_topic("events", 1, 1, {})
+        leader = cluster.leaders(["events"])[where]
+        cluster.admin._manager.broker_version_data.api_versions[1] = (0, 10)  # Fetch: api key 1
+        with pytest.raises(SourceError, match=r"cannot fetch Kafka records: it needs Fetch v11 \(Kafka 2.3 or newer\)"):
             cluster.fetch(leader, {where: 0}, 1 << 20)
 
 

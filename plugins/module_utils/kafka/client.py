@@ -20,7 +20,7 @@ import struct
 import threading
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
@@ -62,7 +62,7 @@ except ImportError:  # reported by the modules with missing_required_lib
 
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 READ_COMMITTED = 1
-FETCH_VERSION = 11  # log start offset (v5), aborted transactions (v4); Tansu answers up to 11
+FETCH_VERSION = 11  # written and read here (fetch_request, fetch_answer): Kafka 2.3+; Tansu answers up to 11
 PRODUCE_VERSION = 9  # as kafka-python's own producer
 DUPLICATE_SEQUENCE_NUMBER = 46  # an idempotent producer's batch the broker already has
 TOO_LARGE = (10, 18)  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
@@ -81,7 +81,7 @@ class Fetched:
     last_stable_offset: int
     log_start_offset: int
     aborted: list[tuple[int, int]]  # (producer id, first offset) of aborted transactions in the answer
-    records: bytes
+    records: bytes | memoryview  # a slice of the whole answer, as read from the socket
 
     @property
     def end(self) -> int:
@@ -173,7 +173,7 @@ def client_config(params: dict) -> dict:
     config = dict(
         bootstrap_servers=servers,
         security_protocol=protocol,
-        client_id="caas-backup",
+        client_id=CLIENT_ID,
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=int(params.get("connect_timeout") or 15) * 1000,
         # A consumer needs connections_max_idle_ms > request_timeout_ms > fetch_max_wait_ms.
@@ -267,12 +267,80 @@ def probe(servers: list[str], timeout: float) -> None:
     raise SourceError(f"cannot reach any bootstrap server ({'; '.join(causes)})")
 
 
+CLIENT_ID = "caas-backup"
+_I16, _I32 = struct.Struct(">h"), struct.Struct(">i")
+_FETCH_HEADER = struct.Struct(">ihhih")  # size, api key (1), version, correlation id, client id length
+_FETCH_BODY = struct.Struct(">iiiibii")  # replica, max wait, min bytes, max bytes, isolation, session id, epoch
+_FETCH_PARTITION = struct.Struct(">iiqqi")  # partition, leader epoch, offset, log start offset, max bytes
+_FETCHED_HEAD = struct.Struct(">ihii")  # throttle time, error code, session id, topics
+_FETCHED_PARTITION = struct.Struct(">ihqqqi")  # partition, error, high watermark, last stable, log start, aborted
+_ABORTED = struct.Struct(">qq")  # producer id, first offset
+
+
+def fetch_request(correlation: int, wanted: dict[tuple[str, int], int], max_bytes: int, max_wait_ms: int) -> bytes:
+    """A framed read-committed Fetch v11 request, no fetch session, of ``{(topic, partition): offset}``.
+
+    Written here rather than by kafka-python, whose encoders are generated on
+    first use (milliseconds in every capture); the bytes are the ones its
+    FetchRequest v11 encodes (tests/unit/plugins/module_utils/test_kafka_link.py).
+    """
+    by_topic: dict[str, list[tuple[int, int]]] = {}
+    for (topic, part), offset in sorted(wanted.items()):
+        by_topic.setdefault(topic, []).append((part, offset))
+    body = [
+        CLIENT_ID.encode(),
+        _FETCH_BODY.pack(-1, max_wait_ms, 1, max_bytes * len(wanted), READ_COMMITTED, 0, -1),
+        _I32.pack(len(by_topic)),
+    ]
+    for topic, parts in by_topic.items():
+        body += [_I16.pack(len(topic.encode())), topic.encode(), _I32.pack(len(parts))]
+        body += [_FETCH_PARTITION.pack(part, -1, offset, -1, max_bytes) for part, offset in parts]
+    body.append(b"\0\0\0\0\0\0")  # no forgotten topics, an empty rack id
+    rest = b"".join(body)
+    size = _FETCH_HEADER.size - 4 + len(rest)
+    return _FETCH_HEADER.pack(size, 1, FETCH_VERSION, correlation, len(CLIENT_ID.encode())) + rest
+
+
+def fetch_answer(view: memoryview) -> dict[tuple[str, int], Fetched]:
+    """A Fetch v11 answer's body, per ``(topic, partition)``; each one's records a slice of ``view``, not a copy.
+
+    A cut or malformed answer raises :class:`SourceError`, a top-level error
+    the broker's error (:func:`broker_error`).
+    """
+    found = {}
+    try:
+        _throttle, error, _session, topics = _FETCHED_HEAD.unpack_from(view)
+        if error:
+            raise broker_error(error, "fetch Kafka records")
+        pos = _FETCHED_HEAD.size
+        for _topic in range(topics):
+            (size,) = _I16.unpack_from(view, pos)
+            topic = bytes(view[pos + 2 : pos + 2 + size]).decode()
+            (parts,) = _I32.unpack_from(view, pos + 2 + size)
+            pos += 6 + size
+            for _part in range(parts):
+                part, error, high, stable, start, aborted = _FETCHED_PARTITION.unpack_from(view, pos)
+                pos += _FETCHED_PARTITION.size
+                aborts = [_ABORTED.unpack_from(view, pos + 16 * n) for n in range(max(aborted, 0))]
+                pos += 16 * max(aborted, 0) + 4  # and the preferred read replica
+                (size,) = _I32.unpack_from(view, pos)
+                records = view[pos + 4 : pos + 4 + max(size, 0)]
+                pos += 4 + max(size, 0)
+                if pos > len(view):
+                    raise struct.error("cut")
+                found[(topic, part)] = Fetched(error, high, stable, start, aborts, records)
+    except (struct.error, UnicodeDecodeError):
+        raise SourceError("the broker's Fetch answer is cut or malformed") from None
+    return found
+
+
 class Link:
     """A blocking connection to one broker that reads each answer whole: the record reads (Fetch) go through it.
 
     kafka-python's client receives an answer 4 KiB at a time on its I/O
     thread and stitches it together in Python, which made the capture
-    CPU-bound; this reads the framed answer into one buffer. TLS (the SSL
+    CPU-bound; this reads the framed answer into one buffer, and a Fetch
+    answer's records stay slices of it (:meth:`fetch`). TLS (the SSL
     context kafka-python builds from the same options) and SASL (its PLAIN
     and SCRAM mechanisms, SaslHandshake v1) are kafka-python's own.
     """
@@ -305,14 +373,27 @@ class Link:
         version = self._version_of(request)
         self._correlation += 1
         request.API_VERSION = version
-        request.with_header(correlation_id=self._correlation, client_id="caas-backup")
+        request.with_header(correlation_id=self._correlation, client_id=CLIENT_ID)
         self._sock.sendall(request.encode(framed=True, header=True))
-        (size,) = struct.unpack(">i", self._read(4))
-        answer = io.BytesIO(self._read(size))
+        answer = io.BytesIO(self._answer())
         kind = request.header.get_response_class()
         if kind.parse_header(answer).correlation_id != self._correlation:
             raise SourceError("the broker answered another request than the one sent (correlation id)")
         return kind.decode(answer)
+
+    def fetch(self, wanted: dict[tuple[str, int], int], max_bytes: int, max_wait_ms: int) -> dict:
+        """A Fetch of ``{(topic, partition): offset}`` (:func:`fetch_request`) and its answer (:func:`fetch_answer`)."""
+        self._correlation += 1
+        self._sock.sendall(fetch_request(self._correlation, wanted, max_bytes, max_wait_ms))
+        answer = memoryview(self._answer())
+        if len(answer) < 4 or _I32.unpack_from(answer)[0] != self._correlation:
+            raise SourceError("the broker answered another request than the one sent (correlation id)")
+        return fetch_answer(answer[4:])
+
+    def _answer(self) -> bytearray:
+        """The next answer's bytes, after its size: the response header, then the body."""
+        (size,) = _I32.unpack(self._read(4))
+        return self._read(size)
 
     def _read(self, size: int) -> bytearray:
         buf = bytearray(size)
@@ -500,38 +581,11 @@ class Cluster:
         by the broker after at least one whole batch. ``max_wait_ms`` is at
         least 1: Tansu answers a Fetch with no wait with no partitions at all.
         """
-        by_topic: dict[str, list] = {}
-        for (topic, part), offset in sorted(wanted.items()):
-            by_topic.setdefault(topic, []).append(
-                FetchRequest.FetchTopic.FetchPartition(
-                    partition=part, fetch_offset=offset, partition_max_bytes=max_bytes, log_start_offset=-1
-                )
-            )
-        request = FetchRequest(
-            replica_id=-1,
-            max_wait_ms=max(1, max_wait_ms),
-            min_bytes=1,
-            max_bytes=max_bytes * max(1, len(wanted)),
-            isolation_level=READ_COMMITTED,
-            topics=[FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
-            max_version=FETCH_VERSION,
-        )
-        response = self._over_link(request, leader, "fetch Kafka records")
-        found = {}
-        for topic in response.responses:
-            for data in topic.partitions:
-                found[(topic.topic, data.partition_index)] = Fetched(
-                    data.error_code,
-                    data.high_watermark,
-                    data.last_stable_offset,
-                    data.log_start_offset,
-                    [(a.producer_id, a.first_offset) for a in data.aborted_transactions or ()],
-                    bytes(data.records or b""),
-                )
-        return found
+        wait = max(1, max_wait_ms)
+        return self._over_link(leader, "fetch Kafka records", lambda link: link.fetch(wanted, max_bytes, wait))
 
-    def _over_link(self, request, node_id: int, action: str):
-        """One read request over a :class:`Link` to this broker: a free one, or a new one (a link per thread at once).
+    def _over_link(self, node_id: int, action: str, read: Callable[[Link], dict]) -> dict:
+        """One read over a :class:`Link` to this broker: a free one, or a new one (a link per thread at once).
 
         A link that fails is closed. A kept link the broker closed while it
         was idle (``connections.max.idle.ms``) is replaced once, the request
@@ -546,7 +600,7 @@ class Cluster:
             try:
                 if link is None:
                     link = self._open_link(node_id, action)
-                answer = link.request(request)
+                answer = read(link)
                 break
             except BaseException as exc:
                 if link is not None:
@@ -566,6 +620,10 @@ class Cluster:
         broker = self.admin._manager.cluster.broker_metadata(node_id)
         if broker is None:
             raise RetriableError(f"cannot {action}: broker {node_id} is not in the cluster metadata")
+        try:  # the Fetch version written and read here
+            self.admin._manager.broker_version_data.api_version(FetchRequest, FETCH_VERSION, FETCH_VERSION)
+        except kafka_errors.IncompatibleBrokerVersion as exc:
+            raise SourceError(f"cannot {action}: it needs Fetch v{FETCH_VERSION} (Kafka 2.3 or newer): {exc}") from None
         return Link(self.config, broker.host, broker.port, self.admin._manager.broker_version_data.api_version)
 
     def _send(self, request, node_id: int | None, action: str):
