@@ -287,18 +287,19 @@ def fetch_request(correlation: int, wanted: dict[tuple[str, int], int], max_byte
     by_topic: dict[str, list[tuple[int, int]]] = {}
     for (topic, part), offset in sorted(wanted.items()):
         by_topic.setdefault(topic, []).append((part, offset))
+    client = CLIENT_ID.encode()
     body = [
-        CLIENT_ID.encode(),
-        _FETCH_BODY.pack(-1, max_wait_ms, 1, max_bytes * len(wanted), READ_COMMITTED, 0, -1),
+        client,
+        _FETCH_BODY.pack(-1, max_wait_ms, 1, max_bytes * max(1, len(wanted)), READ_COMMITTED, 0, -1),
         _I32.pack(len(by_topic)),
     ]
     for topic, parts in by_topic.items():
-        body += [_I16.pack(len(topic.encode())), topic.encode(), _I32.pack(len(parts))]
+        name = topic.encode()
+        body += [_I16.pack(len(name)), name, _I32.pack(len(parts))]
         body += [_FETCH_PARTITION.pack(part, -1, offset, -1, max_bytes) for part, offset in parts]
     body.append(b"\0\0\0\0\0\0")  # no forgotten topics, an empty rack id
     rest = b"".join(body)
-    size = _FETCH_HEADER.size - 4 + len(rest)
-    return _FETCH_HEADER.pack(size, 1, FETCH_VERSION, correlation, len(CLIENT_ID.encode())) + rest
+    return _FETCH_HEADER.pack(_FETCH_HEADER.size - 4 + len(rest), 1, FETCH_VERSION, correlation, len(client)) + rest
 
 
 def fetch_answer(view: memoryview) -> dict[tuple[str, int], Fetched]:
@@ -377,23 +378,25 @@ class Link:
         self._sock.sendall(request.encode(framed=True, header=True))
         answer = io.BytesIO(self._answer())
         kind = request.header.get_response_class()
-        if kind.parse_header(answer).correlation_id != self._correlation:
-            raise SourceError("the broker answered another request than the one sent (correlation id)")
+        kind.parse_header(answer)  # its correlation id checked by _answer
         return kind.decode(answer)
 
     def fetch(self, wanted: dict[tuple[str, int], int], max_bytes: int, max_wait_ms: int) -> dict:
         """A Fetch of ``{(topic, partition): offset}`` (:func:`fetch_request`) and its answer (:func:`fetch_answer`)."""
         self._correlation += 1
         self._sock.sendall(fetch_request(self._correlation, wanted, max_bytes, max_wait_ms))
-        answer = memoryview(self._answer())
-        if len(answer) < 4 or _I32.unpack_from(answer)[0] != self._correlation:
-            raise SourceError("the broker answered another request than the one sent (correlation id)")
-        return fetch_answer(answer[4:])
+        return fetch_answer(memoryview(self._answer())[4:])  # after the response header v0: the correlation id
 
     def _answer(self) -> bytearray:
-        """The next answer's bytes, after its size: the response header, then the body."""
+        """The answer to the request just sent, after its size: the response header, then the body.
+
+        Every response header starts with the correlation id, checked here.
+        """
         (size,) = _I32.unpack(self._read(4))
-        return self._read(size)
+        answer = self._read(size)
+        if size < 4 or _I32.unpack_from(answer)[0] != self._correlation:
+            raise SourceError("the broker answered another request than the one sent (correlation id)")
+        return answer
 
     def _read(self, size: int) -> bytearray:
         buf = bytearray(size)
